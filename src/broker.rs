@@ -1,0 +1,274 @@
+//! The AMQP side: one supervised connection with a few publishing channels, shared by all
+//! requests. Confirms are pipelined (no lock is held across a confirm wait, no channel is
+//! opened per request), and the supervisor reconnects forever, declaring the topology
+//! again each time.
+
+use crate::metrics::Metrics;
+use futures_util::StreamExt;
+use hookrelay_common::amqp::{self, AmqpSettings, Backoff};
+use hookrelay_common::event::{APP_ID, CONTENT_TYPE};
+use hookrelay_common::topology;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+/// One event ready for the exchange: what the spool stores and the broker publishes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outgoing {
+    pub id: String,
+    pub routing_key: String,
+    pub vendor: String,
+    pub source: String,
+    pub event: String,
+    /// Unix seconds, the AMQP `timestamp` property.
+    pub timestamp: u64,
+    /// The CloudEvent JSON.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("the broker nacked the message")]
+    Nacked,
+    #[error("the broker returned the message as unroutable")]
+    Returned,
+    #[error("no confirm within the timeout")]
+    Timeout,
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// A live connection and its publishing channels.
+pub struct Link {
+    conn: Connection,
+    channels: Vec<Channel>,
+}
+
+pub struct Broker {
+    settings: AmqpSettings,
+    connection_name: String,
+    link: watch::Sender<Option<Arc<Link>>>,
+    poke: Notify,
+    next: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Broker {
+    pub fn new(settings: AmqpSettings, connection_name: String, metrics: Arc<Metrics>) -> Arc<Self> {
+        let (link, _) = watch::channel(None);
+        Arc::new(Self {
+            settings,
+            connection_name,
+            link,
+            poke: Notify::new(),
+            next: AtomicUsize::new(0),
+            metrics,
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link.borrow().is_some()
+    }
+
+    /// Changes whenever the connection comes or goes.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Link>>> {
+        self.link.subscribe()
+    }
+
+    fn properties(msg: &Outgoing) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("vendor"),
+            AMQPValue::LongString(LongString::from(msg.vendor.as_str())),
+        );
+        headers.insert(
+            ShortString::from("source"),
+            AMQPValue::LongString(LongString::from(msg.source.as_str())),
+        );
+        headers.insert(
+            ShortString::from("event"),
+            AMQPValue::LongString(LongString::from(msg.event.as_str())),
+        );
+        BasicProperties::default()
+            .with_content_type(ShortString::from(CONTENT_TYPE))
+            // 2 = persistent: the broker writes it to disk before it confirms.
+            .with_delivery_mode(2)
+            // The event id: consumers dedupe on it, and a republish after a lost confirm
+            // carries the same one.
+            .with_message_id(ShortString::from(msg.id.as_str()))
+            .with_type(ShortString::from(msg.routing_key.as_str()))
+            .with_timestamp(msg.timestamp)
+            .with_app_id(ShortString::from(APP_ID))
+            .with_headers(headers)
+    }
+
+    /// Hand one message to a channel and return its confirm, without waiting for it.
+    /// `channel` picks a fixed channel (ordered publishing); `None` round-robins.
+    pub async fn start_publish(
+        &self,
+        msg: &Outgoing,
+        channel: Option<usize>,
+    ) -> Result<(PublisherConfirm, Instant), PublishError> {
+        let link = self.link.borrow().clone().ok_or(PublishError::NotConnected)?;
+        let idx = channel.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
+            % link.channels.len();
+        let started = Instant::now();
+        let confirm = link.channels[idx]
+            .basic_publish(
+                ShortString::from(self.settings.exchange.as_str()),
+                ShortString::from(msg.routing_key.as_str()),
+                // mandatory: if nothing (not even the alternate exchange) takes it, the
+                // broker returns it and we count that as a failure, not a success.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &msg.body,
+                Self::properties(msg),
+            )
+            .await
+            .inspect_err(|_| self.poke.notify_one())?;
+        Ok((confirm, started))
+    }
+
+    /// Wait for a confirm started by [`Broker::start_publish`], bounded by
+    /// `amqp.confirm_timeout_ms`. Only an ack without a return is a success.
+    pub async fn finish_publish(
+        &self,
+        confirm: PublisherConfirm,
+        started: Instant,
+        routing_key: &str,
+    ) -> Result<(), PublishError> {
+        let outcome = tokio::time::timeout(self.settings.confirm_timeout(), confirm).await;
+        match outcome {
+            Err(_) => Err(PublishError::Timeout),
+            Ok(Err(e)) => {
+                self.poke.notify_one();
+                Err(PublishError::Amqp(e))
+            }
+            Ok(Ok(Confirmation::Ack(None))) => {
+                self.metrics
+                    .publish_latency
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.published(routing_key);
+                Ok(())
+            }
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Returned),
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            // Confirms are always selected on our channels; treat the impossible as failure.
+            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        }
+    }
+
+    /// Publish and wait for the broker's confirm.
+    pub async fn publish(&self, msg: &Outgoing) -> Result<(), PublishError> {
+        let (confirm, started) = self.start_publish(msg, None).await?;
+        self.finish_publish(confirm, started, &msg.routing_key).await
+    }
+
+    async fn establish(
+        &self,
+    ) -> Result<(Arc<Link>, futures_util::stream::BoxStream<'static, lapin::Event>), lapin::Error> {
+        let conn = amqp::connect(&self.settings, &self.connection_name).await?;
+        let events = conn.events_listener().boxed();
+        let first = conn.create_channel().await?;
+        topology::declare_events(&first, &self.settings.exchange).await?;
+        let mut channels = Vec::with_capacity(self.settings.publish_channels);
+        channels.push(first);
+        for _ in 1..self.settings.publish_channels {
+            channels.push(conn.create_channel().await?);
+        }
+        for ch in &channels {
+            // Publisher confirms: a 200 waits for the broker to take responsibility.
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        }
+        Ok((Arc::new(Link { conn, channels }), events))
+    }
+
+    fn healthy(link: &Link) -> bool {
+        link.conn.status().connected() && link.channels.iter().all(|c| c.status().connected())
+    }
+
+    /// The supervisor: connect, declare, serve until the connection fails, back off,
+    /// repeat, until `shutdown` turns true. Then close the connection.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.settings.reconnect_initial_ms),
+            Duration::from_millis(self.settings.reconnect_max_ms),
+        );
+        let mut ever_connected = false;
+        while !*shutdown.borrow() {
+            match self.establish().await {
+                Ok((link, mut events)) => {
+                    if ever_connected {
+                        self.metrics.reconnects.inc();
+                    }
+                    ever_connected = true;
+                    backoff.reset();
+                    self.link.send_replace(Some(link.clone()));
+                    self.metrics.broker_connected.set(1);
+                    tracing::info!(state = "connected", "broker connection up");
+                    let reason = loop {
+                        tokio::select! {
+                            ev = events.next() => match ev {
+                                Some(lapin::Event::Error(e)) => break format!("connection error: {e}"),
+                                Some(lapin::Event::ConnectionBlocked(r)) => {
+                                    tracing::warn!(reason = %r, "broker blocked publishing (resource alarm)");
+                                }
+                                Some(lapin::Event::ConnectionUnblocked) => {
+                                    tracing::info!("broker unblocked publishing");
+                                }
+                                Some(_) => {}
+                                None => break "connection event stream ended".to_owned(),
+                            },
+                            _ = self.poke.notified() => {
+                                if !Self::healthy(&link) {
+                                    break "a channel or the connection closed".to_owned();
+                                }
+                            }
+                            _ = shutdown.changed() => {
+                                if *shutdown.borrow() {
+                                    break "shutdown".to_owned();
+                                }
+                            }
+                        }
+                    };
+                    self.link.send_replace(None);
+                    self.metrics.broker_connected.set(0);
+                    let closing = *shutdown.borrow();
+                    if closing {
+                        tracing::info!(state = "closing", "closing broker connection");
+                    } else {
+                        tracing::warn!(state = "disconnected", reason = %reason, "broker connection lost");
+                    }
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        link.conn.close(200, ShortString::from("bye")),
+                    )
+                    .await;
+                    if closing {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(state = "disconnected", error = %e, "cannot reach the broker");
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.link.send_replace(None);
+        self.metrics.broker_connected.set(0);
+    }
+}

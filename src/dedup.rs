@@ -1,0 +1,199 @@
+//! The dedup window: an event id accepted within `dedup.window_secs` is answered
+//! `"duplicate": true` and not published again. Bounded in memory (`dedup.max_entries`,
+//! oldest forgotten first).
+//!
+//! A second copy arriving while the first is still being made durable waits for the
+//! first's outcome: if the first fails, the second is processed normally, so a 200 is
+//! never given for an event that did not become durable.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+enum Slot {
+    /// Being made durable; the watch turns `Some(true)` on success, `Some(false)` on failure.
+    Pending(watch::Receiver<Option<bool>>),
+    Done(Instant),
+}
+
+struct Inner {
+    slots: HashMap<String, Slot>,
+    /// Completed ids in completion order, for expiry and the size bound.
+    order: VecDeque<(Instant, String)>,
+}
+
+pub struct Dedup {
+    window: Duration,
+    max_entries: usize,
+    inner: Mutex<Inner>,
+}
+
+/// What to do with an id.
+pub enum Claim {
+    /// First sighting: process it, then call [`Guard::succeeded`].
+    New(Guard),
+    /// Already accepted within the window.
+    Duplicate,
+}
+
+/// Held while an event is being made durable. Dropped without success, it frees the id.
+pub struct Guard {
+    id: String,
+    tx: watch::Sender<Option<bool>>,
+    done: bool,
+}
+
+impl Dedup {
+    pub fn new(window: Duration, max_entries: usize) -> Self {
+        Self {
+            window,
+            max_entries: max_entries.max(1),
+            inner: Mutex::new(Inner {
+                slots: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expire(&self, inner: &mut Inner, now: Instant) {
+        while let Some((t, _)) = inner.order.front() {
+            let too_old = now.duration_since(*t) > self.window;
+            let too_many = inner.order.len() > self.max_entries;
+            if !(too_old || too_many) {
+                break;
+            }
+            let (t, id) = inner.order.pop_front().expect("front exists");
+            // Only forget the slot if it is the same completion (not re-added since).
+            if matches!(inner.slots.get(&id), Some(Slot::Done(d)) if *d == t) {
+                inner.slots.remove(&id);
+            }
+        }
+    }
+
+    /// Claim `id`. Never holds the lock across an await.
+    pub async fn claim(&self, id: &str) -> Claim {
+        loop {
+            let mut wait = {
+                let mut inner = self.lock();
+                let now = Instant::now();
+                self.expire(&mut inner, now);
+                match inner.slots.get(id) {
+                    Some(Slot::Done(t)) if now.duration_since(*t) <= self.window => {
+                        return Claim::Duplicate
+                    }
+                    Some(Slot::Pending(rx)) if rx.borrow().is_none() => rx.clone(),
+                    _ => {
+                        let (tx, rx) = watch::channel(None);
+                        inner.slots.insert(id.to_owned(), Slot::Pending(rx));
+                        return Claim::New(Guard {
+                            id: id.to_owned(),
+                            tx,
+                            done: false,
+                        });
+                    }
+                }
+            };
+            // Another request holds this id: wait for its outcome, then look again.
+            let _ = wait.wait_for(|v| v.is_some()).await;
+        }
+    }
+
+    /// Record success: the id is now a duplicate for `window`.
+    pub fn succeeded(&self, mut guard: Guard) {
+        let now = Instant::now();
+        {
+            let mut inner = self.lock();
+            inner.slots.insert(guard.id.clone(), Slot::Done(now));
+            inner.order.push_back((now, guard.id.clone()));
+            self.expire(&mut inner, now);
+        }
+        guard.done = true;
+        let _ = guard.tx.send(Some(true));
+    }
+
+    /// Forget a failed claim so a retry is processed (also what dropping a guard does).
+    pub fn failed(&self, guard: Guard) {
+        guard_release(self, guard);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn guard_release(dedup: &Dedup, mut guard: Guard) {
+    {
+        let mut inner = dedup.lock();
+        if matches!(inner.slots.get(&guard.id), Some(Slot::Pending(_))) {
+            inner.slots.remove(&guard.id);
+        }
+    }
+    guard.done = true;
+    let _ = guard.tx.send(Some(false));
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            // The request was dropped mid-way (client gone, shutdown): wake waiters so
+            // they retry; the dangling Pending slot is replaced on their next claim.
+            let _ = self.tx.send(Some(false));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn second_claim_after_success_is_duplicate() {
+        let d = Dedup::new(Duration::from_secs(60), 10);
+        let Claim::New(g) = d.claim("a").await else { panic!("first claim must be new") };
+        d.succeeded(g);
+        assert!(matches!(d.claim("a").await, Claim::Duplicate));
+        assert!(matches!(d.claim("b").await, Claim::New(_)));
+    }
+
+    #[tokio::test]
+    async fn failure_frees_the_id() {
+        let d = Dedup::new(Duration::from_secs(60), 10);
+        let Claim::New(g) = d.claim("a").await else { panic!() };
+        d.failed(g);
+        assert!(matches!(d.claim("a").await, Claim::New(_)));
+    }
+
+    #[tokio::test]
+    async fn concurrent_copy_waits_for_the_first() {
+        let d = std::sync::Arc::new(Dedup::new(Duration::from_secs(60), 10));
+        let Claim::New(g) = d.claim("a").await else { panic!() };
+        let d2 = d.clone();
+        let waiter = tokio::spawn(async move { matches!(d2.claim("a").await, Claim::Duplicate) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "the copy must wait while the first is pending");
+        d.succeeded(g);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn bounded_and_windowed() {
+        let d = Dedup::new(Duration::from_millis(30), 3);
+        for id in ["a", "b", "c", "d"] {
+            let Claim::New(g) = d.claim(id).await else { panic!() };
+            d.succeeded(g);
+        }
+        assert!(d.len() <= 3);
+        assert!(matches!(d.claim("a").await, Claim::New(_)), "oldest evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(d.claim("d").await, Claim::New(_)), "expired after the window");
+    }
+}

@@ -1,0 +1,74 @@
+//! The HTTP boundary's errors: each maps to one status and a small JSON body that never
+//! says anything internal or secret (the log has the details).
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unknown source")]
+    UnknownSource,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("unauthorized")]
+    Unauthorized { basic: bool },
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    #[error("not durable: broker unreachable and spool unavailable")]
+    Unavailable,
+    #[error("not found")]
+    NotFound,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownSource | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = match self {
+            ApiError::UnknownSource => json!({"error": "unknown_source"}),
+            ApiError::NotFound => json!({"error": "not_found"}),
+            ApiError::MethodNotAllowed => json!({"error": "method_not_allowed"}),
+            ApiError::PayloadTooLarge => json!({"error": "payload_too_large"}),
+            ApiError::UnsupportedMediaType => json!({"error": "unsupported_media_type"}),
+            ApiError::Unauthorized { .. } => json!({"error": "unauthorized"}),
+            ApiError::InvalidPayload(detail) => {
+                json!({"error": "invalid_payload", "detail": detail})
+            }
+            ApiError::Unavailable => json!({"error": "unavailable"}),
+        };
+        let mut resp = HttpResponse::build(self.status_code()).json(body);
+        let headers = resp.headers_mut();
+        match self {
+            ApiError::Unauthorized { basic: true } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"hookrelay\""),
+                );
+            }
+            ApiError::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            ApiError::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,32 @@
+//! hookrelay: chat-platform webhooks in, CloudEvents on RabbitMQ out, nothing lost.
+//!
+//! # Layout
+//!
+//! - [`settings`]: the typed, validated settings tree (errors name the key).
+//! - [`startup`]: builds the app (binds, starts the broker supervisor and spool drainer),
+//!   runs it until the shutdown input, then drains.
+//! - [`routes`]: `POST /webhooks/{source}`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`envelope`]: normalized event → event id, routing key, CloudEvent bytes.
+//! - [`relay`]: shared state and the durability decision (broker confirm or spool).
+//! - [`broker`]: the supervised AMQP connection, pipelined publisher confirms.
+//! - [`spool`]: the crash-safe local spool (redb), group commit, ordered drainer.
+//! - [`dedup`]: the bounded dedup window.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`error`]: HTTP error statuses and bodies.
+//! - [`cli`]: `send` and `healthcheck` clients.
+//!
+//! Vendor code lives in the `hookrelay-vendors` crate (pure, no I/O); what the relay and
+//! the workers share (event type, routing, topology, AMQP, settings loading) lives in
+//! `hookrelay-common`.
+
+pub mod broker;
+pub mod cli;
+pub mod dedup;
+pub mod envelope;
+pub mod error;
+pub mod metrics;
+pub mod relay;
+pub mod routes;
+pub mod settings;
+pub mod spool;
+pub mod startup;

@@ -1,0 +1,139 @@
+//! Prometheus metrics (text format at `GET /metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<Labels, Counter>,
+    pub published: Family<Labels, Counter>,
+    pub publish_latency: Histogram,
+    pub spooled: Counter,
+    pub republished: Counter,
+    pub duplicates: Family<Labels, Counter>,
+    pub spool_depth: Gauge,
+    pub spool_bytes: Gauge,
+    pub spool_oldest_age: Gauge<f64, AtomicU64>,
+    pub broker_connected: Gauge,
+    pub reconnects: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hookrelay");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Webhook requests by source and status",
+            requests.clone(),
+        );
+        let published = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_published",
+            "Events confirmed by the broker, by routing key",
+            published.clone(),
+        );
+        let publish_latency = Histogram::new(
+            [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]
+            .into_iter(),
+        );
+        registry.register(
+            "publish_latency_seconds",
+            "Time from publish to the broker's confirm",
+            publish_latency.clone(),
+        );
+        let spooled = Counter::default();
+        registry.register(
+            "events_spooled",
+            "Events written to the local spool",
+            spooled.clone(),
+        );
+        let republished = Counter::default();
+        registry.register(
+            "events_republished",
+            "Events published from the spool after being accepted",
+            republished.clone(),
+        );
+        let duplicates = Family::<Labels, Counter>::default();
+        registry.register(
+            "duplicates_dropped",
+            "Deliveries answered duplicate:true and not published again, by source",
+            duplicates.clone(),
+        );
+        let spool_depth = Gauge::default();
+        registry.register("spool_depth", "Events waiting in the spool", spool_depth.clone());
+        let spool_bytes = Gauge::default();
+        registry.register("spool_bytes", "Bytes waiting in the spool", spool_bytes.clone());
+        let spool_oldest_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "spool_oldest_age_seconds",
+            "Age of the oldest spooled event",
+            spool_oldest_age.clone(),
+        );
+        let broker_connected = Gauge::default();
+        registry.register(
+            "broker_connected",
+            "1 while the AMQP connection is up",
+            broker_connected.clone(),
+        );
+        let reconnects = Counter::default();
+        registry.register(
+            "broker_reconnects",
+            "AMQP connections established after a loss",
+            reconnects.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            published,
+            publish_latency,
+            spooled,
+            republished,
+            duplicates,
+            spool_depth,
+            spool_bytes,
+            spool_oldest_age,
+            broker_connected,
+            reconnects,
+        }
+    }
+
+    pub fn request(&self, source: &str, status: u16) {
+        self.requests
+            .get_or_create(&vec![("source", source.to_owned()), ("status", status.to_string())])
+            .inc();
+    }
+
+    pub fn published(&self, routing_key: &str) {
+        self.published
+            .get_or_create(&vec![("routing_key", routing_key.to_owned())])
+            .inc();
+    }
+
+    pub fn duplicate(&self, source: &str) {
+        self.duplicates
+            .get_or_create(&vec![("source", source.to_owned())])
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

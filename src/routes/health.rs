@@ -1,0 +1,43 @@
+//! `GET /healthz` (the process runs) and `GET /readyz` (events can be accepted durably).
+
+use crate::relay::Relay;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `ok`: broker connected, nothing waiting in the spool. `degraded`: accepting into the
+/// spool (broker away, or a backlog draining). `unavailable`: nothing durable (503).
+pub async fn readyz(relay: web::Data<Relay>) -> HttpResponse {
+    let connected = relay.broker.is_connected();
+    let spool = relay.spool.as_ref();
+    let depth = spool.map_or(0, |s| s.depth());
+    let spool_writable = spool.is_some_and(|s| !s.is_full());
+    let status = if connected && depth == 0 {
+        "ok"
+    } else if spool_writable || (connected && spool.is_some()) {
+        "degraded"
+    } else if connected {
+        "ok"
+    } else {
+        "unavailable"
+    };
+    let body = json!({
+        "status": status,
+        "broker": if connected { "connected" } else { "disconnected" },
+        "ack_mode": match relay.mode { crate::settings::AckMode::Broker => "broker", crate::settings::AckMode::Spool => "spool" },
+        "spool": {
+            "enabled": spool.is_some(),
+            "depth": depth,
+            "bytes": spool.map_or(0, |s| s.bytes()),
+            "max_bytes": spool.map_or(0, |s| s.max_bytes()),
+        },
+    });
+    if status == "unavailable" {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}

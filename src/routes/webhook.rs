@@ -1,0 +1,153 @@
+//! `POST /webhooks/{source}`: checks in the SPEC's order (source 404, method 405, size
+//! 413 while reading, content type 415, credentials 401, payload 400), then makes the
+//! event durable and answers 200, or 503 when it cannot be.
+
+use crate::dedup::Claim;
+use crate::envelope;
+use crate::error::ApiError;
+use crate::relay::Relay;
+use crate::settings::Source;
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use hookrelay_vendors::Headers;
+use serde_json::json;
+use time::OffsetDateTime;
+
+pub async fn webhook(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    relay: web::Data<Relay>,
+) -> HttpResponse {
+    let name = path.into_inner();
+    let Some(source) = relay.sources.get(&name) else {
+        // Unknown names are not used as a metric label: that would let anyone grow it.
+        relay.metrics.request("unknown", 404);
+        return ApiError::UnknownSource.error_response();
+    };
+    let resp = match handle(&req, source, payload, &relay).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            match &e {
+                ApiError::Unavailable => tracing::error!(source = %source.name, "answered 503: event could not be made durable"),
+                ApiError::Unauthorized { .. } => {}
+                other => tracing::debug!(source = %source.name, error = %other, "request refused"),
+            }
+            e.error_response()
+        }
+    };
+    relay.metrics.request(&source.name, resp.status().as_u16());
+    resp
+}
+
+fn is_json(content_type: &[u8]) -> bool {
+    let Ok(ct) = std::str::from_utf8(content_type) else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
+        let declared = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::InvalidPayload("invalid Content-Length".into()))?;
+        if declared > limit as u64 {
+            return Err(ApiError::PayloadTooLarge);
+        }
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::InvalidPayload("the body could not be read".into()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn handle(
+    req: &HttpRequest,
+    source: &Source,
+    payload: web::Payload,
+    relay: &Relay,
+) -> Result<HttpResponse, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let body = read_body(req, payload, relay.max_body_bytes).await?;
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        if !is_json(ct.as_bytes()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    let mut headers = Headers::new();
+    for (name, value) in req.headers() {
+        headers.push(name.as_str(), value.as_bytes());
+    }
+    let now = OffsetDateTime::now_utc();
+    let verified = source
+        .vendor
+        .verify(&source.credentials, &headers, &body, now)
+        .map_err(|e| {
+            tracing::info!(source = %source.name, reason = %e, "unauthorized webhook");
+            ApiError::Unauthorized {
+                basic: source.vendor.uses_basic_auth(),
+            }
+        })?;
+    let normalized = source
+        .vendor
+        .normalize(&verified, now)
+        .map_err(|e| ApiError::InvalidPayload(e.to_string()))?;
+    let reply = normalized.reply.clone();
+    let msg = envelope::build(source, normalized, &body, now).map_err(ApiError::InvalidPayload)?;
+
+    let answer = |duplicate: bool| match &reply {
+        Some(obj) => HttpResponse::Ok().json(obj),
+        None => HttpResponse::Ok().json(json!({
+            "id": msg.id,
+            "type": msg.routing_key,
+            "duplicate": duplicate,
+        })),
+    };
+    match relay.dedup.claim(&msg.id).await {
+        Claim::Duplicate => {
+            relay.metrics.duplicate(&source.name);
+            Ok(answer(true))
+        }
+        Claim::New(guard) => match relay.make_durable(&msg).await {
+            Ok(_) => {
+                relay.dedup.succeeded(guard);
+                Ok(answer(false))
+            }
+            Err(e) => {
+                relay.dedup.failed(guard);
+                tracing::warn!(error = %e, id = %msg.id, "event not durable");
+                Err(ApiError::Unavailable)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(b"application/json"));
+        assert!(is_json(b"application/json; charset=UTF-8"));
+        assert!(is_json(b"Application/JSON;charset=utf-8"));
+        assert!(is_json(b"application/cloudevents+json"));
+        assert!(!is_json(b"text/plain"));
+        assert!(!is_json(b"application/x-www-form-urlencoded"));
+        assert!(!is_json(b"\xff"));
+    }
+}

@@ -1,0 +1,202 @@
+//! Building and running the application: bind (port 0 works, for tests), start the broker
+//! supervisor and the spool drainer, serve, and on the shutdown input drain in order:
+//! HTTP in-flight requests → outstanding confirms → spool writes → AMQP connection.
+
+use crate::broker::Broker;
+use crate::dedup::Dedup;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::relay::Relay;
+use crate::routes;
+use crate::settings::Validated;
+use crate::spool::{self, Spool};
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the spool in {dir}: {source}")]
+    Spool {
+        dir: String,
+        #[source]
+        source: spool::SpoolError,
+    },
+    #[error("server: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    relay: Arc<Relay>,
+    shutdown: watch::Sender<bool>,
+    supervisor: JoinHandle<()>,
+    drainer: Option<JoinHandle<()>>,
+    confirm_timeout: Duration,
+}
+
+async fn not_found() -> HttpResponse {
+    ApiError::NotFound.error_response()
+}
+
+impl Application {
+    pub async fn build(settings: Validated) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind {
+            addr: settings.bind.to_string(),
+            source,
+        })?;
+        Self::build_with_listener(settings, listener).await
+    }
+
+    pub async fn build_with_listener(
+        settings: Validated,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
+        let raw = &settings.raw;
+        let metrics = Arc::new(Metrics::new());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let connection_name = match std::env::var("HOSTNAME") {
+            Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
+            _ => "hookrelay relay".to_owned(),
+        };
+        let broker = Broker::new(raw.amqp.clone(), connection_name, metrics.clone());
+        let supervisor = tokio::spawn(broker.clone().run(shutdown_rx.clone()));
+
+        let spool = if raw.spool.enabled {
+            Some(
+                Spool::open(&raw.spool.dir, raw.spool.max_bytes).map_err(|source| {
+                    StartupError::Spool {
+                        dir: raw.spool.dir.display().to_string(),
+                        source,
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let drainer = spool.as_ref().map(|s| {
+            tokio::spawn(spool::run_drainer(
+                s.clone(),
+                broker.clone(),
+                metrics.clone(),
+                raw.spool.drain_inflight,
+                shutdown_rx.clone(),
+            ))
+        });
+
+        // Give the first connection a moment, so a relay that starts next to a healthy
+        // broker answers its first requests from the broker rather than the spool.
+        let mut link = broker.subscribe();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(raw.amqp.connect_timeout_ms),
+            link.wait_for(|l| l.is_some()),
+        )
+        .await;
+
+        let relay = Arc::new(Relay {
+            sources: settings
+                .sources
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            max_body_bytes: raw.server.max_body_bytes,
+            mode: raw.durability.ack,
+            broker,
+            spool,
+            dedup: Dedup::new(
+                Duration::from_secs(raw.dedup.window_secs),
+                raw.dedup.max_entries,
+            ),
+            metrics,
+        });
+
+        let port = listener.local_addr()?.port();
+        let data = web::Data::from(relay.clone());
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/healthz", web::get().to(routes::health::healthz))
+                .route("/readyz", web::get().to(routes::health::readyz))
+                .route("/metrics", web::get().to(routes::metrics::metrics))
+                .service(web::resource("/webhooks/{source}").to(routes::webhook::webhook))
+                .default_service(web::to(not_found))
+        })
+        // Shutdown is an input of `run_until_stopped`, not actix's own signal handling.
+        .disable_signals()
+        .shutdown_timeout(raw.server.shutdown_timeout_secs)
+        // Slow clients cannot pin a worker: the head must arrive within this.
+        .client_request_timeout(Duration::from_millis(raw.server.client_request_timeout_ms))
+        .client_disconnect_timeout(Duration::from_millis(
+            raw.server.client_disconnect_timeout_ms,
+        ))
+        .max_connections(raw.server.max_connections);
+        if raw.server.workers > 0 {
+            server = server.workers(raw.server.workers);
+        }
+        let addr = listener.local_addr()?;
+        let server = server.listen(listener)?.run();
+        tracing::info!(addr = %addr, mode = ?raw.durability.ack, "listening on {addr}");
+
+        Ok(Self {
+            port,
+            server,
+            relay,
+            shutdown,
+            supervisor,
+            drainer,
+            confirm_timeout: raw.amqp.confirm_timeout(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn relay(&self) -> Arc<Relay> {
+        self.relay.clone()
+    }
+
+    /// Serve until `stop` resolves, then shut down gracefully: stop accepting, finish
+    /// in-flight requests, wait (bounded) for outstanding confirms, leave anything
+    /// unconfirmed in the spool, close the connection.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = self.server;
+        tokio::pin!(server);
+        let result = tokio::select! {
+            r = &mut server => r,
+            _ = stop => {
+                tracing::info!("shutdown requested: finishing in-flight requests");
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        let _ = self.shutdown.send(true);
+        if let Some(drainer) = self.drainer {
+            let bound = self.confirm_timeout + Duration::from_secs(1);
+            if tokio::time::timeout(bound, drainer).await.is_err() {
+                tracing::warn!("spool drainer did not stop in time; unconfirmed events stay spooled");
+            }
+        }
+        if let Some(spool) = &self.relay.spool {
+            spool.close().await;
+            tracing::info!(depth = spool.depth(), "spool closed");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.supervisor).await;
+        tracing::info!("stopped");
+        result
+    }
+}
