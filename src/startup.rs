@@ -180,8 +180,9 @@ impl Application {
             r = &mut server => r,
             _ = stop => {
                 tracing::info!("shutdown requested: finishing in-flight requests");
-                handle.stop(true).await;
-                server.await
+                // The server future must keep being polled while it stops gracefully.
+                let (_, r) = tokio::join!(handle.stop(true), &mut server);
+                r
             }
         };
         let _ = self.shutdown.send(true);

@@ -21,9 +21,8 @@ use crate::settings::{string_or_list, SettingsError};
 use crate::topology::{self, QueueType, WorkerQueue};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
@@ -102,7 +101,10 @@ impl WorkerSettings {
             ));
         }
         if self.max_attempts == 0 {
-            return Err(SettingsError::key("worker.max_attempts", "must be at least 1"));
+            return Err(SettingsError::key(
+                "worker.max_attempts",
+                "must be at least 1",
+            ));
         }
         if self.retry_delay_ms == 0 {
             return Err(SettingsError::key(
@@ -408,8 +410,11 @@ where
 async fn close(channel: &Channel, conn: &Connection) {
     let bound = Duration::from_secs(5);
     if channel.status().connected() {
-        match tokio::time::timeout(bound, channel.close(200, ShortString::from("worker stopping")))
-            .await
+        match tokio::time::timeout(
+            bound,
+            channel.close(200, ShortString::from("worker stopping")),
+        )
+        .await
         {
             Ok(Err(e)) => tracing::debug!(error = %e, "channel close"),
             Err(_) => tracing::debug!("channel close timed out"),
@@ -521,9 +526,7 @@ async fn process<H: Handler>(
         // delivery left unacked until the channel closes.
         let work = {
             let incoming = incoming.clone();
-            tokio::spawn(
-                async move { handler.handle(&incoming).await }.in_current_span(),
-            )
+            tokio::spawn(async move { handler.handle(&incoming).await }.in_current_span())
         };
         let result = match work.await {
             Ok(r) => r,
@@ -582,10 +585,7 @@ async fn settle(
             headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongInt(count(attempt)));
             headers.insert(
                 ERROR_HEADER.into(),
-                AMQPValue::LongString(LongString::from(truncate(
-                    &error,
-                    MAX_ERROR_HEADER_BYTES,
-                ))),
+                AMQPValue::LongString(LongString::from(truncate(&error, MAX_ERROR_HEADER_BYTES))),
             );
             let props = republish_properties(&delivery.properties, headers.into(), None);
             publish_confirmed(&ctx.channel, &target, body, props).await?;
@@ -780,7 +780,10 @@ mod tests {
     fn attempts_reads_any_integer_and_defaults_to_zero() {
         assert_eq!(attempts(&BasicProperties::default()), 0);
         assert_eq!(
-            attempts(&with_headers(vec![(ATTEMPTS_HEADER, AMQPValue::LongInt(3))])),
+            attempts(&with_headers(vec![(
+                ATTEMPTS_HEADER,
+                AMQPValue::LongInt(3)
+            )])),
             3
         );
         assert_eq!(
@@ -798,7 +801,10 @@ mod tests {
             2
         );
         assert_eq!(
-            attempts(&with_headers(vec![(ATTEMPTS_HEADER, AMQPValue::LongInt(-4))])),
+            attempts(&with_headers(vec![(
+                ATTEMPTS_HEADER,
+                AMQPValue::LongInt(-4)
+            )])),
             0
         );
     }
@@ -871,7 +877,11 @@ mod tests {
             prefetch: 0,
             ..Default::default()
         };
-        assert!(w.validate().unwrap_err().to_string().contains("worker.prefetch"));
+        assert!(w
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("worker.prefetch"));
         let w = WorkerSettings {
             max_attempts: 0,
             ..Default::default()
@@ -896,7 +906,10 @@ mod tests {
                 "chatwoot.#, *.message.created".to_owned(),
             ),
             ("HOOKRELAY__WORKER__PREFETCH".to_owned(), "7".to_owned()),
-            ("HOOKRELAY__WORKER__QUEUE_TYPE".to_owned(), "quorum".to_owned()),
+            (
+                "HOOKRELAY__WORKER__QUEUE_TYPE".to_owned(),
+                "quorum".to_owned(),
+            ),
         ];
         let p: Probe = crate::settings::load_with_env(None, env).unwrap();
         assert_eq!(p.worker.queue.as_deref(), Some("q.custom"));

@@ -67,7 +67,8 @@ pub fn load_with_env<T: DeserializeOwned>(
         Environment::with_prefix("HOOKRELAY")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
+            // No parsing: a secret like "007" must stay "007"; typed keys convert on deserialize.
+            .try_parsing(false)
             .source(Some(env_map)),
     );
     let cfg = builder.build()?;
@@ -114,7 +115,10 @@ mod tests {
                 "HOOKRELAY__AMQP__URI".to_owned(),
                 "amqp://a:5672/%2f, amqp://b:5672/%2f".to_owned(),
             ),
-            ("HOOKRELAY__AMQP__EXCHANGE".to_owned(), "x.events".to_owned()),
+            (
+                "HOOKRELAY__AMQP__EXCHANGE".to_owned(),
+                "x.events".to_owned(),
+            ),
         ];
         let p: Probe = load_with_env(None, env).unwrap();
         assert_eq!(p.amqp.exchange, "x.events");

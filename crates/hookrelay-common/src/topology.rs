@@ -115,7 +115,10 @@ pub struct WorkerQueue {
 /// Arguments for the work and parked queues.
 pub fn work_queue_arguments(queue_type: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert(ShortString::from("x-queue-type"), string(queue_type.as_str()));
+    args.insert(
+        ShortString::from("x-queue-type"),
+        string(queue_type.as_str()),
+    );
     args
 }
 
@@ -124,7 +127,10 @@ pub fn work_queue_arguments(queue_type: QueueType) -> FieldTable {
 pub fn retry_queue_arguments(queue: &str, queue_type: QueueType) -> FieldTable {
     let mut args = work_queue_arguments(queue_type);
     args.insert(ShortString::from("x-dead-letter-exchange"), string(""));
-    args.insert(ShortString::from("x-dead-letter-routing-key"), string(queue));
+    args.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        string(queue),
+    );
     args
 }
 

@@ -217,7 +217,12 @@ impl Vendor {
 
     /// The headers this vendor would send with `body` (Content-Type included): what
     /// `hookrelay send`, the load generator and the tests use.
-    pub fn sign(self, creds: &Credentials, body: &[u8], now: OffsetDateTime) -> Vec<(String, String)> {
+    pub fn sign(
+        self,
+        creds: &Credentials,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Vec<(String, String)> {
         match self {
             Vendor::Kommunicate => kommunicate::sign(creds, body, now),
             Vendor::Chatwoot => chatwoot::sign(creds, body, now),

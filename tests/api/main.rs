@@ -1,0 +1,11 @@
+//! Relay integration tests: the real app on port 0, the real RabbitMQ on 127.0.0.1:5672,
+//! a unique exchange, queue and spool per test so they run in parallel.
+
+mod helpers;
+mod proxy;
+
+mod durability;
+mod errors;
+mod fixtures;
+mod hostile;
+mod ops;
