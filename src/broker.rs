@@ -62,7 +62,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(settings: AmqpSettings, connection_name: String, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        settings: AmqpSettings,
+        connection_name: String,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let (link, _) = watch::channel(None);
         Arc::new(Self {
             settings,
@@ -117,7 +121,11 @@ impl Broker {
         msg: &Outgoing,
         channel: Option<usize>,
     ) -> Result<(PublisherConfirm, Instant), PublishError> {
-        let link = self.link.borrow().clone().ok_or(PublishError::NotConnected)?;
+        let link = self
+            .link
+            .borrow()
+            .clone()
+            .ok_or(PublishError::NotConnected)?;
         let idx = channel.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
             % link.channels.len();
         let started = Instant::now();
@@ -171,12 +179,19 @@ impl Broker {
     /// Publish and wait for the broker's confirm.
     pub async fn publish(&self, msg: &Outgoing) -> Result<(), PublishError> {
         let (confirm, started) = self.start_publish(msg, None).await?;
-        self.finish_publish(confirm, started, &msg.routing_key).await
+        self.finish_publish(confirm, started, &msg.routing_key)
+            .await
     }
 
     async fn establish(
         &self,
-    ) -> Result<(Arc<Link>, futures_util::stream::BoxStream<'static, lapin::Event>), lapin::Error> {
+    ) -> Result<
+        (
+            Arc<Link>,
+            futures_util::stream::BoxStream<'static, lapin::Event>,
+        ),
+        lapin::Error,
+    > {
         let conn = amqp::connect(&self.settings, &self.connection_name).await?;
         let events = conn.events_listener().boxed();
         let first = conn.create_channel().await?;

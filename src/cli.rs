@@ -85,8 +85,17 @@ mod tests {
 
     #[test]
     fn wildcard_bind_becomes_loopback() {
-        assert_eq!(local_base_url("0.0.0.0:8080".parse().unwrap()), "http://127.0.0.1:8080");
-        assert_eq!(local_base_url("127.0.0.1:9".parse().unwrap()), "http://127.0.0.1:9");
-        assert_eq!(local_base_url("[::]:80".parse().unwrap()), "http://[::1]:80");
+        assert_eq!(
+            local_base_url("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            local_base_url("127.0.0.1:9".parse().unwrap()),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(
+            local_base_url("[::]:80".parse().unwrap()),
+            "http://[::1]:80"
+        );
     }
 }

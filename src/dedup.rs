@@ -158,7 +158,9 @@ mod tests {
     #[tokio::test]
     async fn second_claim_after_success_is_duplicate() {
         let d = Dedup::new(Duration::from_secs(60), 10);
-        let Claim::New(g) = d.claim("a").await else { panic!("first claim must be new") };
+        let Claim::New(g) = d.claim("a").await else {
+            panic!("first claim must be new")
+        };
         d.succeeded(g);
         assert!(matches!(d.claim("a").await, Claim::Duplicate));
         assert!(matches!(d.claim("b").await, Claim::New(_)));
@@ -167,7 +169,9 @@ mod tests {
     #[tokio::test]
     async fn failure_frees_the_id() {
         let d = Dedup::new(Duration::from_secs(60), 10);
-        let Claim::New(g) = d.claim("a").await else { panic!() };
+        let Claim::New(g) = d.claim("a").await else {
+            panic!()
+        };
         d.failed(g);
         assert!(matches!(d.claim("a").await, Claim::New(_)));
     }
@@ -175,11 +179,16 @@ mod tests {
     #[tokio::test]
     async fn concurrent_copy_waits_for_the_first() {
         let d = std::sync::Arc::new(Dedup::new(Duration::from_secs(60), 10));
-        let Claim::New(g) = d.claim("a").await else { panic!() };
+        let Claim::New(g) = d.claim("a").await else {
+            panic!()
+        };
         let d2 = d.clone();
         let waiter = tokio::spawn(async move { matches!(d2.claim("a").await, Claim::Duplicate) });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "the copy must wait while the first is pending");
+        assert!(
+            !waiter.is_finished(),
+            "the copy must wait while the first is pending"
+        );
         d.succeeded(g);
         assert!(waiter.await.unwrap());
     }
@@ -188,12 +197,20 @@ mod tests {
     async fn bounded_and_windowed() {
         let d = Dedup::new(Duration::from_millis(30), 3);
         for id in ["a", "b", "c", "d"] {
-            let Claim::New(g) = d.claim(id).await else { panic!() };
+            let Claim::New(g) = d.claim(id).await else {
+                panic!()
+            };
             d.succeeded(g);
         }
         assert!(d.len() <= 3);
-        assert!(matches!(d.claim("a").await, Claim::New(_)), "oldest evicted");
+        assert!(
+            matches!(d.claim("a").await, Claim::New(_)),
+            "oldest evicted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(matches!(d.claim("d").await, Claim::New(_)), "expired after the window");
+        assert!(
+            matches!(d.claim("d").await, Claim::New(_)),
+            "expired after the window"
+        );
     }
 }

@@ -39,7 +39,11 @@ pub fn build(
         .map_err(|e| format!("body is not valid JSON: {e}"))?;
     let vendor = source.vendor.name();
     let ty = routing_key(vendor, &normalized.event);
-    let id = event_id(&source.name, &normalized.vendor_event, &normalized.dedup_key);
+    let id = event_id(
+        &source.name,
+        &normalized.vendor_event,
+        &normalized.dedup_key,
+    );
     let time = normalized.time.unwrap_or(now);
     let ev = CloudEvent {
         specversion: "1.0".to_owned(),

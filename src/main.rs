@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "hookrelay", version, about = "Chat-platform webhooks in, CloudEvents on RabbitMQ out")]
+#[command(
+    name = "hookrelay",
+    version,
+    about = "Chat-platform webhooks in, CloudEvents on RabbitMQ out"
+)]
 struct Cli {
     /// Configuration file layered over config/default.toml (env HOOKRELAY_CONFIG).
     #[arg(long, global = true, env = "HOOKRELAY_CONFIG")]

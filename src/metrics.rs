@@ -46,12 +46,9 @@ impl Metrics {
             "Events confirmed by the broker, by routing key",
             published.clone(),
         );
-        let publish_latency = Histogram::new(
-            [
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]
-            .into_iter(),
-        );
+        let publish_latency = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         registry.register(
             "publish_latency_seconds",
             "Time from publish to the broker's confirm",
@@ -76,9 +73,17 @@ impl Metrics {
             duplicates.clone(),
         );
         let spool_depth = Gauge::default();
-        registry.register("spool_depth", "Events waiting in the spool", spool_depth.clone());
+        registry.register(
+            "spool_depth",
+            "Events waiting in the spool",
+            spool_depth.clone(),
+        );
         let spool_bytes = Gauge::default();
-        registry.register("spool_bytes", "Bytes waiting in the spool", spool_bytes.clone());
+        registry.register(
+            "spool_bytes",
+            "Bytes waiting in the spool",
+            spool_bytes.clone(),
+        );
         let spool_oldest_age = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "spool_oldest_age_seconds",
@@ -115,7 +120,10 @@ impl Metrics {
 
     pub fn request(&self, source: &str, status: u16) {
         self.requests
-            .get_or_create(&vec![("source", source.to_owned()), ("status", status.to_string())])
+            .get_or_create(&vec![
+                ("source", source.to_owned()),
+                ("status", status.to_string()),
+            ])
             .inc();
     }
 

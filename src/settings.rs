@@ -170,20 +170,32 @@ impl Settings {
     /// Type and check every key; the first problem found is returned, naming its key.
     pub fn validate(self) -> Result<Validated, SettingsError> {
         let bind: SocketAddr = self.server.bind.parse().map_err(|e| {
-            SettingsError::key("server.bind", format!("is not an address like 127.0.0.1:8080 ({e})"))
+            SettingsError::key(
+                "server.bind",
+                format!("is not an address like 127.0.0.1:8080 ({e})"),
+            )
         })?;
         if self.server.max_body_bytes == 0 {
-            return Err(SettingsError::key("server.max_body_bytes", "must be above 0"));
+            return Err(SettingsError::key(
+                "server.max_body_bytes",
+                "must be above 0",
+            ));
         }
         self.amqp.validate()?;
         if self.spool.dir.as_os_str().is_empty() {
             return Err(SettingsError::key("spool.dir", "is missing"));
         }
         if self.spool.drain_inflight == 0 {
-            return Err(SettingsError::key("spool.drain_inflight", "must be above 0"));
+            return Err(SettingsError::key(
+                "spool.drain_inflight",
+                "must be above 0",
+            ));
         }
         if self.amqp.publish_channels == 0 {
-            return Err(SettingsError::key("amqp.publish_channels", "must be above 0"));
+            return Err(SettingsError::key(
+                "amqp.publish_channels",
+                "must be above 0",
+            ));
         }
         if self.durability.ack == AckMode::Spool && !self.spool.enabled {
             return Err(SettingsError::key(
@@ -248,11 +260,7 @@ fn secret(
     Ok(inline.clone().filter(|s| !s.is_empty()))
 }
 
-fn require(
-    source: &str,
-    key: &str,
-    value: Option<Secret>,
-) -> Result<Secret, SettingsError> {
+fn require(source: &str, key: &str, value: Option<Secret>) -> Result<Secret, SettingsError> {
     value.ok_or_else(|| {
         SettingsError::key(
             format!("sources.{source}.{key}"),
@@ -297,7 +305,9 @@ fn validate_source(name: &str, s: &SourceSettings) -> Result<Source, SettingsErr
                     "secret",
                     secret(name, "secret", &s.secret, &s.secret_file)?,
                 )?,
-                tolerance: Some(Duration::from_secs(s.signature_tolerance_secs.unwrap_or(300))),
+                tolerance: Some(Duration::from_secs(
+                    s.signature_tolerance_secs.unwrap_or(300),
+                )),
             },
             Vendor::Cometchat => Credentials::Basic {
                 username: require(
@@ -348,7 +358,10 @@ mod tests {
 
     #[test]
     fn default_configuration_is_valid() {
-        let v = Settings::load_with_env(None, vec![]).unwrap().validate().unwrap();
+        let v = Settings::load_with_env(None, vec![])
+            .unwrap()
+            .validate()
+            .unwrap();
         assert_eq!(v.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(v.sources.len(), 3);
         assert_eq!(v.raw.server.max_body_bytes, 2_097_152);
@@ -357,10 +370,11 @@ mod tests {
 
     #[test]
     fn empty_credential_counts_as_missing_and_names_the_key() {
-        let e = Settings::load_with_env(None, env(&[("HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN", "")]))
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let e =
+            Settings::load_with_env(None, env(&[("HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN", "")]))
+                .unwrap()
+                .validate()
+                .unwrap_err();
         assert!(e.to_string().contains("sources.kommunicate.token"), "{e}");
     }
 
@@ -372,7 +386,10 @@ mod tests {
             .unwrap_err();
         let text = e.to_string();
         assert!(text.contains("sources.") && text.contains("demo"), "{text}");
-        assert!(!text.contains("abcdef"), "the message must not echo the secret: {text}");
+        assert!(
+            !text.contains("abcdef"),
+            "the message must not echo the secret: {text}"
+        );
     }
 
     #[test]
@@ -404,13 +421,10 @@ mod tests {
         .validate()
         .unwrap();
         assert_eq!(v.sources["acme_chat"].vendor, Vendor::Kommunicate);
-        let e = Settings::load_with_env(
-            None,
-            env(&[("HOOKRELAY__SOURCES__ODD__VENDOR", "slack")]),
-        )
-        .unwrap()
-        .validate()
-        .unwrap_err();
+        let e = Settings::load_with_env(None, env(&[("HOOKRELAY__SOURCES__ODD__VENDOR", "slack")]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("sources.odd.vendor"), "{e}");
     }
 
@@ -439,7 +453,10 @@ mod tests {
             None,
             env(&[
                 ("HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN", ""),
-                ("HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN_FILE", f.to_str().unwrap()),
+                (
+                    "HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN_FILE",
+                    f.to_str().unwrap(),
+                ),
             ]),
         )
         .unwrap()

@@ -69,7 +69,9 @@ pub fn decode(rec: &[u8]) -> Option<Outgoing> {
 
 fn first_timestamp(db: &Database) -> u64 {
     let Ok(txn) = db.begin_read() else { return 0 };
-    let Ok(table) = txn.open_table(EVENTS) else { return 0 };
+    let Ok(table) = txn.open_table(EVENTS) else {
+        return 0;
+    };
     let ts = match table.first() {
         Ok(Some((_, v))) => decode(v.value()).map(|m| m.timestamp).unwrap_or(0),
         _ => 0,
@@ -125,7 +127,11 @@ impl Spool {
         *spool.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         *spool.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         if depth > 0 {
-            tracing::info!(depth, bytes, "spool holds events from an earlier run; they will be published");
+            tracing::info!(
+                depth,
+                bytes,
+                "spool holds events from an earlier run; they will be published"
+            );
         }
         Ok(spool)
     }
@@ -158,7 +164,11 @@ impl Spool {
     }
 
     /// Up to `limit` entries after `after`, oldest first.
-    pub fn read_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Outgoing)>, SpoolError> {
+    pub fn read_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Outgoing)>, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(EVENTS).map_err(storage)?;
         let start = after.map_or(0, |a| a + 1);
@@ -220,6 +230,9 @@ impl Spool {
     }
 }
 
+/// Per-append results, entries removed, change in bytes.
+type CommitOutcome = (Vec<Result<u64, SpoolError>>, u64, i64);
+
 struct Writer {
     db: Arc<Database>,
     depth: Arc<AtomicU64>,
@@ -258,7 +271,7 @@ impl Writer {
                 Cmd::Close(reply) => closes.push(reply),
             }
         }
-        let result = (|| -> Result<(Vec<Result<u64, SpoolError>>, u64, i64), SpoolError> {
+        let result = (|| -> Result<CommitOutcome, SpoolError> {
             let mut txn = self.db.begin_write().map_err(storage)?;
             // Appends must be on disk before their 200; removals may ride on the next
             // durable commit (a crash then only republishes, under the same message_id).
@@ -278,7 +291,8 @@ impl Writer {
                         bytes_delta -= v.value().len() as i64;
                     }
                 }
-                let mut bytes_now = (self.bytes.load(Ordering::Relaxed) as i64 + bytes_delta) as u64;
+                let mut bytes_now =
+                    (self.bytes.load(Ordering::Relaxed) as i64 + bytes_delta) as u64;
                 for (rec, _) in &appends {
                     if bytes_now + rec.len() as u64 > self.max_bytes {
                         results.push(Err(SpoolError::Full));
@@ -379,11 +393,11 @@ async fn drain_pass(
         let stopping = *shutdown.borrow() || failure.is_some();
         if !stopping && !exhausted && pending.len() <= inflight / 2 {
             let want = inflight - pending.len();
-            let batch = spool
-                .read_after(cursor, want)
-                .map_err(|e| PublishError::Amqp(lapin::Error::from(lapin::ErrorKind::IOError(
-                    Arc::new(std::io::Error::other(e.to_string())),
-                ))))?;
+            let batch = spool.read_after(cursor, want).map_err(|e| {
+                PublishError::Amqp(lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(
+                    std::io::Error::other(e.to_string()),
+                ))))
+            })?;
             exhausted = batch.len() < want;
             for (seq, msg) in batch {
                 match broker.start_publish(&msg, Some(0)).await {
@@ -501,7 +515,9 @@ mod tests {
         let mut tasks = vec![];
         for i in 0..200 {
             let s = spool.clone();
-            tasks.push(tokio::spawn(async move { s.append(&msg(i)).await.unwrap() }));
+            tasks.push(tokio::spawn(
+                async move { s.append(&msg(i)).await.unwrap() },
+            ));
         }
         let mut seqs = vec![];
         for t in tasks {

@@ -189,7 +189,9 @@ impl Application {
         if let Some(drainer) = self.drainer {
             let bound = self.confirm_timeout + Duration::from_secs(1);
             if tokio::time::timeout(bound, drainer).await.is_err() {
-                tracing::warn!("spool drainer did not stop in time; unconfirmed events stay spooled");
+                tracing::warn!(
+                    "spool drainer did not stop in time; unconfirmed events stay spooled"
+                );
             }
         }
         if let Some(spool) = &self.relay.spool {

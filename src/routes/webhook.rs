@@ -30,7 +30,9 @@ pub async fn webhook(
         Ok(resp) => resp,
         Err(e) => {
             match &e {
-                ApiError::Unavailable => tracing::error!(source = %source.name, "answered 503: event could not be made durable"),
+                ApiError::Unavailable => {
+                    tracing::error!(source = %source.name, "answered 503: event could not be made durable")
+                }
                 ApiError::Unauthorized { .. } => {}
                 other => tracing::debug!(source = %source.name, error = %other, "request refused"),
             }
@@ -42,9 +44,17 @@ pub async fn webhook(
 }
 
 fn is_json(content_type: &[u8]) -> bool {
-    let Ok(ct) = std::str::from_utf8(content_type) else { return false };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let Ok(ct) = std::str::from_utf8(content_type) else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 async fn read_body(
@@ -64,7 +74,8 @@ async fn read_body(
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::InvalidPayload("the body could not be read".into()))?;
+        let chunk =
+            chunk.map_err(|_| ApiError::InvalidPayload("the body could not be read".into()))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge);
         }

@@ -22,13 +22,25 @@ async fn unknown_source_is_404() {
     let app = spawn_app(&cfg).await;
     let mut tap = Tap::new(&cfg.exchange, "#").await;
     let r = app
-        .post_raw("nope", &[("content-type", "application/json"), ("authentication", KOMMUNICATE_OK)], k_body())
+        .post_raw(
+            "nope",
+            &[
+                ("content-type", "application/json"),
+                ("authentication", KOMMUNICATE_OK),
+            ],
+            k_body(),
+        )
         .await;
     let (s, v, _) = error_of(r).await;
     assert_eq!(s, 404);
     assert_eq!(v["error"], "unknown_source");
     // Unknown source wins over a wrong method.
-    let r = app.client.get(format!("{}/webhooks/nope", app.base)).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/webhooks/nope", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     tap.expect_nothing().await;
     app.stop().await;
@@ -39,7 +51,11 @@ async fn wrong_method_is_405() {
     let cfg = TestConfig::new("e405");
     let app = spawn_app(&cfg).await;
     let mut tap = Tap::new(&cfg.exchange, "#").await;
-    for method in [reqwest::Method::GET, reqwest::Method::PUT, reqwest::Method::DELETE] {
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
         let r = app
             .client
             .request(method.clone(), format!("{}/webhooks/kommunicate", app.base))
@@ -66,25 +82,37 @@ async fn oversized_body_is_413() {
     let mut tap = Tap::new(&cfg.exchange, "#").await;
     let big = format!(r#"{{"key":"big","message":"{}"}}"#, "x".repeat(5000));
     // Wrong content type and credentials too: size is checked first.
-    let r = app.post_raw("kommunicate", &[("content-type", "text/plain")], big.into_bytes()).await;
+    let r = app
+        .post_raw(
+            "kommunicate",
+            &[("content-type", "text/plain")],
+            big.into_bytes(),
+        )
+        .await;
     let (s, v, _) = error_of(r).await;
     assert_eq!(s, 413);
     assert_eq!(v["error"], "payload_too_large");
     // Chunked (no Content-Length): enforced while reading.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20).map(|_| Ok(vec![b' '; 100])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![b' '; 100])).collect();
     let r = app
         .client
         .post(format!("{}/webhooks/kommunicate", app.base))
         .header("authentication", KOMMUNICATE_OK)
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
     // Exactly at the limit is fine.
     let base = r#"{"key":"fits","message":""}"#.len();
-    let body = format!(r#"{{"key":"fits","message":"{}"}}"#, "y".repeat(1000 - base));
+    let body = format!(
+        r#"{{"key":"fits","message":"{}"}}"#,
+        "y".repeat(1000 - base)
+    );
     assert_eq!(body.len(), 1000);
     let r = app.post_signed("kommunicate", body.as_bytes()).await;
     assert_eq!(r.status(), 200);
@@ -98,9 +126,19 @@ async fn non_json_content_type_is_415() {
     let cfg = TestConfig::new("e415");
     let app = spawn_app(&cfg).await;
     let mut tap = Tap::new(&cfg.exchange, "#").await;
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
         // Bad credentials too: the content type is checked first.
-        let r = app.post_raw("kommunicate", &[("content-type", ct), ("authentication", "Basic bad")], k_body()).await;
+        let r = app
+            .post_raw(
+                "kommunicate",
+                &[("content-type", ct), ("authentication", "Basic bad")],
+                k_body(),
+            )
+            .await;
         let (s, v, _) = error_of(r).await;
         assert_eq!(s, 415, "{ct}");
         assert_eq!(v["error"], "unsupported_media_type");
@@ -109,7 +147,10 @@ async fn non_json_content_type_is_415() {
     let r = app
         .post_raw(
             "kommunicate",
-            &[("content-type", "application/json; charset=UTF-8"), ("authentication", KOMMUNICATE_OK)],
+            &[
+                ("content-type", "application/json; charset=UTF-8"),
+                ("authentication", KOMMUNICATE_OK),
+            ],
             k_body(),
         )
         .await;
@@ -125,20 +166,55 @@ async fn bad_credentials_are_401() {
     let app = spawn_app(&cfg).await;
     let mut tap = Tap::new(&cfg.exchange, "#").await;
     let json = ("content-type", "application/json");
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, bool)> = vec![
+    // (source, headers, body, expects WWW-Authenticate: Basic)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, bool);
+    let cases: Vec<Case> = vec![
         ("kommunicate", vec![json], k_body(), true),
-        ("kommunicate", vec![json, ("authentication", "Basic d3Jvbmc=")], k_body(), true),
-        ("kommunicate", vec![json, ("authorization", KOMMUNICATE_OK)], k_body(), true),
-        ("kommunicate", vec![json, ("authentication", "YWJjZGVm")], k_body(), true),
-        ("cometchat", vec![json], fixture("cometchat/message_sent_text.json"), true),
-        ("cometchat", vec![json, ("authorization", "Basic cmVsYXl1c2VyOndyb25n")], fixture("cometchat/message_sent_text.json"), true),
-        ("chatwoot", vec![json], fixture("chatwoot/message_created_incoming.json"), false),
+        (
+            "kommunicate",
+            vec![json, ("authentication", "Basic d3Jvbmc=")],
+            k_body(),
+            true,
+        ),
+        (
+            "kommunicate",
+            vec![json, ("authorization", KOMMUNICATE_OK)],
+            k_body(),
+            true,
+        ),
+        (
+            "kommunicate",
+            vec![json, ("authentication", "YWJjZGVm")],
+            k_body(),
+            true,
+        ),
+        (
+            "cometchat",
+            vec![json],
+            fixture("cometchat/message_sent_text.json"),
+            true,
+        ),
+        (
+            "cometchat",
+            vec![json, ("authorization", "Basic cmVsYXl1c2VyOndyb25n")],
+            fixture("cometchat/message_sent_text.json"),
+            true,
+        ),
+        (
+            "chatwoot",
+            vec![json],
+            fixture("chatwoot/message_created_incoming.json"),
+            false,
+        ),
         (
             "chatwoot",
             vec![
                 json,
                 ("x-chatwoot-timestamp", "1791969698"),
-                ("x-chatwoot-signature", "sha256=5b836c66991d051902894165b4a98aa6e116811539bc390f39f6ab9dfa069d8f"),
+                (
+                    "x-chatwoot-signature",
+                    "sha256=5b836c66991d051902894165b4a98aa6e116811539bc390f39f6ab9dfa069d8f",
+                ),
             ],
             fixture("chatwoot/message_created_incoming.json"),
             false,
@@ -159,7 +235,9 @@ async fn bad_credentials_are_401() {
         assert!(!text.contains("abcdef") && !text.contains("s3cretPa55"));
     }
     // Unauthenticated garbage is 401, not 400: credentials before payload.
-    let r = app.post_raw("kommunicate", &[json], b"not json".to_vec()).await;
+    let r = app
+        .post_raw("kommunicate", &[json], b"not json".to_vec())
+        .await;
     assert_eq!(r.status(), 401);
     tap.expect_nothing().await;
     app.stop().await;
@@ -177,7 +255,10 @@ async fn invalid_payload_is_400() {
         ("kommunicate", br#"{"key":42}"#.to_vec()),
         ("chatwoot", br#"{"id":1}"#.to_vec()),
         ("cometchat", br#"{"trigger":"message_sent"}"#.to_vec()),
-        ("cometchat", br#"{"trigger":"message_sent","data":"x"}"#.to_vec()),
+        (
+            "cometchat",
+            br#"{"trigger":"message_sent","data":"x"}"#.to_vec(),
+        ),
     ];
     for (source, body) in cases {
         let r = app.post_signed(source, &body).await;
@@ -194,8 +275,14 @@ async fn invalid_payload_is_400() {
 async fn broker_down_and_spool_off_is_503() {
     let mut cfg = TestConfig::new("e503");
     // A port nothing listens on: the broker is unreachable.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    cfg.set("HOOKRELAY__AMQP__URI", &format!("amqp://guest:guest@{dead}/%2f"));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    cfg.set(
+        "HOOKRELAY__AMQP__URI",
+        &format!("amqp://guest:guest@{dead}/%2f"),
+    );
     cfg.set("HOOKRELAY__AMQP__CONNECT_TIMEOUT_MS", "300");
     cfg.set("HOOKRELAY__SPOOL__ENABLED", "false");
     let app = spawn_app(&cfg).await;

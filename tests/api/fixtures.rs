@@ -41,7 +41,10 @@ async fn relay_vendor_fixtures(vendor: &str) {
 
         // AMQP properties (SPEC §5).
         let p = &d.properties;
-        assert_eq!(p.content_type().as_ref().unwrap().as_str(), "application/cloudevents+json");
+        assert_eq!(
+            p.content_type().as_ref().unwrap().as_str(),
+            "application/cloudevents+json"
+        );
         assert_eq!(*p.delivery_mode(), Some(2), "persistent");
         assert_eq!(p.message_id().as_ref().unwrap().as_str(), id, "{file}");
         assert_eq!(p.kind().as_ref().unwrap().as_str(), expected_rk);
@@ -64,7 +67,8 @@ async fn relay_vendor_fixtures(vendor: &str) {
         assert_eq!(ev["vendor"], vendor);
         let t = ev["time"].as_str().unwrap();
         assert!(
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok() && t.ends_with('Z'),
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
+                && t.ends_with('Z'),
             "time is RFC 3339 UTC: {t}"
         );
         let data = &ev["data"];
@@ -86,7 +90,10 @@ async fn relay_vendor_fixtures(vendor: &str) {
         assert_eq!(data["raw"], original, "{file}");
         let text = std::str::from_utf8(&d.data).unwrap();
         let trimmed = std::str::from_utf8(&body).unwrap().trim();
-        assert!(text.contains(trimmed), "raw bytes embedded unchanged: {file}");
+        assert!(
+            text.contains(trimmed),
+            "raw bytes embedded unchanged: {file}"
+        );
     }
     assert!(seen >= 5, "the manifest lists {vendor} fixtures");
     tap.expect_nothing().await;
@@ -114,8 +121,18 @@ async fn same_delivery_twice_is_published_once() {
     let app = spawn_app(&cfg).await;
     let mut tap = Tap::new(&cfg.exchange, "#").await;
     let body = fixture("kommunicate/message_group.json");
-    let first: Value = app.post_signed("kommunicate", &body).await.json().await.unwrap();
-    let second: Value = app.post_signed("kommunicate", &body).await.json().await.unwrap();
+    let first: Value = app
+        .post_signed("kommunicate", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Value = app
+        .post_signed("kommunicate", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["duplicate"], false);
     assert_eq!(second["duplicate"], true);
     assert_eq!(first["id"], second["id"]);
@@ -133,8 +150,16 @@ async fn same_delivery_twice_is_published_once() {
                 h.1 = "7f0c1f9e-1111-4d6e-9a49-2d0d3b8a0c11".into();
             }
         }
-        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let v: Value = app.post_raw("chatwoot", &refs, cw.clone()).await.json().await.unwrap();
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let v: Value = app
+            .post_raw("chatwoot", &refs, cw.clone())
+            .await
+            .json()
+            .await
+            .unwrap();
         ids.push(v);
     }
     assert_eq!(ids[0]["id"], ids[1]["id"]);

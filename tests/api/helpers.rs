@@ -43,7 +43,8 @@ pub struct TestConfig {
 impl TestConfig {
     pub fn new(tag: &str) -> Self {
         let exchange = unique(tag);
-        let spool_dir = std::env::temp_dir().join(format!("hookrelay-test-{}", uuid::Uuid::new_v4().simple()));
+        let spool_dir =
+            std::env::temp_dir().join(format!("hookrelay-test-{}", uuid::Uuid::new_v4().simple()));
         let mut c = Self {
             env: vec![],
             exchange: exchange.clone(),
@@ -93,7 +94,9 @@ pub fn init_test_log() {
 pub async fn spawn_app(cfg: &TestConfig) -> TestApp {
     init_test_log();
     let settings = cfg.validated();
-    let app = Application::build(settings.clone()).await.expect("build app");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let relay = app.relay();
     let (tx, rx) = oneshot::channel::<()>();
@@ -140,7 +143,12 @@ impl TestApp {
         req.send().await.expect("request")
     }
 
-    pub async fn post_raw(&self, source: &str, headers: &[(&str, &str)], body: Vec<u8>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        source: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> reqwest::Response {
         let mut req = self
             .client
             .post(format!("{}/webhooks/{source}", self.base))
@@ -246,7 +254,9 @@ pub fn body_json(d: &Delivery) -> Value {
 pub fn header_str(d: &Delivery, key: &str) -> Option<String> {
     let headers = d.properties.headers().as_ref()?;
     match headers.inner().get(key)? {
-        lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        lapin::types::AMQPValue::LongString(s) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
         lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
     }

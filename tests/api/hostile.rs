@@ -28,14 +28,21 @@ async fn malformed_bodies_are_400_and_the_relay_keeps_serving() {
             let r = app.post_signed(source, body).await;
             let status = r.status().as_u16();
             let v: Value = r.json().await.unwrap_or(Value::Null);
-            assert_eq!(status, 400, "{source}: {:?}", String::from_utf8_lossy(&body[..body.len().min(60)]));
+            assert_eq!(
+                status,
+                400,
+                "{source}: {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(60)])
+            );
             assert_eq!(v["error"], "invalid_payload");
         }
     }
     tap.expect_nothing().await;
     assert_eq!(app.get("/healthz").await.status(), 200);
     // Still relaying.
-    let r = app.post_signed("kommunicate", &fixture("kommunicate/message_group.json")).await;
+    let r = app
+        .post_signed("kommunicate", &fixture("kommunicate/message_group.json"))
+        .await;
     assert_eq!(r.status(), 200);
     tap.next().await;
     app.stop().await;
@@ -67,7 +74,10 @@ async fn awkward_but_valid_payloads_survive_byte_for_byte() {
         let event = std::str::from_utf8(&d.data).unwrap();
         assert!(event.contains(&body), "data.raw is the exact bytes");
         let ev: Value = serde_json::from_str(event).unwrap();
-        assert_eq!(ev["data"]["raw"]["key"], serde_json::from_str::<Value>(&body).unwrap()["key"]);
+        assert_eq!(
+            ev["data"]["raw"]["key"],
+            serde_json::from_str::<Value>(&body).unwrap()["key"]
+        );
     }
     tap.expect_nothing().await;
     app.stop().await;
@@ -82,27 +92,88 @@ async fn forged_stale_and_missing_signatures_are_401() {
     let (vendor, creds) = app.credentials("chatwoot");
     let now = time::OffsetDateTime::now_utc();
     let good = vendor.sign(&creds, &body, now);
-    let get = |name: &str| good.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).unwrap().1.clone();
+    let get = |name: &str| {
+        good.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .unwrap()
+            .1
+            .clone()
+    };
     let ts = get("x-chatwoot-timestamp");
     let sig = get("x-chatwoot-signature");
     let stale = vendor.sign(&creds, &body, now - time::Duration::minutes(10));
-    let stale_ts = stale.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-chatwoot-timestamp")).unwrap().1.clone();
-    let stale_sig = stale.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-chatwoot-signature")).unwrap().1.clone();
+    let stale_ts = stale
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-chatwoot-timestamp"))
+        .unwrap()
+        .1
+        .clone();
+    let stale_sig = stale
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-chatwoot-signature"))
+        .unwrap()
+        .1
+        .clone();
     let mut tampered = body.clone();
     let pos = tampered.iter().position(|b| *b == b'a').unwrap();
     tampered[pos] = b'b';
-    let upper = format!("sha256={}", sig.trim_start_matches("sha256=").to_uppercase());
+    let upper = format!(
+        "sha256={}",
+        sig.trim_start_matches("sha256=").to_uppercase()
+    );
     let truncated = sig[..sig.len() - 2].to_owned();
     let ct = ("content-type", "application/json");
     let cases: Vec<(Vec<(&str, &str)>, Vec<u8>)> = vec![
-        (vec![ct, ("x-chatwoot-timestamp", &ts), ("x-chatwoot-signature", &sig)], tampered),
-        (vec![ct, ("x-chatwoot-timestamp", &stale_ts), ("x-chatwoot-signature", &stale_sig)], body.clone()),
+        (
+            vec![
+                ct,
+                ("x-chatwoot-timestamp", &ts),
+                ("x-chatwoot-signature", &sig),
+            ],
+            tampered,
+        ),
+        (
+            vec![
+                ct,
+                ("x-chatwoot-timestamp", &stale_ts),
+                ("x-chatwoot-signature", &stale_sig),
+            ],
+            body.clone(),
+        ),
         (vec![ct, ("x-chatwoot-timestamp", &ts)], body.clone()),
         (vec![ct, ("x-chatwoot-signature", &sig)], body.clone()),
-        (vec![ct, ("x-chatwoot-timestamp", &ts), ("x-chatwoot-signature", &upper)], body.clone()),
-        (vec![ct, ("x-chatwoot-timestamp", &ts), ("x-chatwoot-signature", &truncated)], body.clone()),
-        (vec![ct, ("x-chatwoot-timestamp", "abc"), ("x-chatwoot-signature", &sig)], body.clone()),
-        (vec![ct, ("x-chatwoot-timestamp", "99999999999"), ("x-chatwoot-signature", &sig)], body.clone()),
+        (
+            vec![
+                ct,
+                ("x-chatwoot-timestamp", &ts),
+                ("x-chatwoot-signature", &upper),
+            ],
+            body.clone(),
+        ),
+        (
+            vec![
+                ct,
+                ("x-chatwoot-timestamp", &ts),
+                ("x-chatwoot-signature", &truncated),
+            ],
+            body.clone(),
+        ),
+        (
+            vec![
+                ct,
+                ("x-chatwoot-timestamp", "abc"),
+                ("x-chatwoot-signature", &sig),
+            ],
+            body.clone(),
+        ),
+        (
+            vec![
+                ct,
+                ("x-chatwoot-timestamp", "99999999999"),
+                ("x-chatwoot-signature", &sig),
+            ],
+            body.clone(),
+        ),
     ];
     for (headers, body) in cases {
         let r = app.post_raw("chatwoot", &headers, body).await;
@@ -110,7 +181,10 @@ async fn forged_stale_and_missing_signatures_are_401() {
     }
     // The genuine one still passes.
     let refs: Vec<(&str, &str)> = good.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    assert_eq!(app.post_raw("chatwoot", &refs, body.clone()).await.status(), 200);
+    assert_eq!(
+        app.post_raw("chatwoot", &refs, body.clone()).await.status(),
+        200
+    );
     tap.next().await;
     tap.expect_nothing().await;
     app.stop().await;

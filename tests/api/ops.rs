@@ -16,8 +16,10 @@ async fn health_ready_and_metrics() {
     assert_eq!(v["status"], "ok");
     assert_eq!(v["broker"], "connected");
     assert_eq!(v["spool"]["depth"], 0);
-    app.post_signed("kommunicate", &fixture("kommunicate/message_group.json")).await;
-    app.post_signed("kommunicate", &fixture("kommunicate/message_group.json")).await;
+    app.post_signed("kommunicate", &fixture("kommunicate/message_group.json"))
+        .await;
+    app.post_signed("kommunicate", &fixture("kommunicate/message_group.json"))
+        .await;
     app.post_raw("kommunicate", &[], b"{}".to_vec()).await;
     tap.next().await;
     let text = app.get("/metrics").await.text().await.unwrap();
@@ -46,11 +48,20 @@ fn relay_bin() -> Command {
 #[test]
 fn check_config_accepts_defaults_and_names_the_bad_key() {
     let out = relay_bin().arg("check-config").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("configuration OK"));
     assert!(stdout.contains("kommunicate"));
-    for secret in ["abcdef", "test-chatwoot-webhook-secret", "s3cretPa55", "guest:guest"] {
+    for secret in [
+        "abcdef",
+        "test-chatwoot-webhook-secret",
+        "s3cretPa55",
+        "guest:guest",
+    ] {
         assert!(!stdout.contains(secret), "check-config printed a secret");
     }
 
@@ -74,11 +85,23 @@ fn check_config_accepts_defaults_and_names_the_bad_key() {
     let dir = std::env::temp_dir().join(format!("hookrelay-cfg-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("extra.toml");
-    std::fs::write(&file, "[sources.acme]\nvendor = \"kommunicate\"\ntoken = \"t\"\n").unwrap();
-    let out = relay_bin().args(["check-config", "--config"]).arg(&file).output().unwrap();
+    std::fs::write(
+        &file,
+        "[sources.acme]\nvendor = \"kommunicate\"\ntoken = \"t\"\n",
+    )
+    .unwrap();
+    let out = relay_bin()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("acme: vendor kommunicate"));
-    let out = relay_bin().arg("check-config").env("HOOKRELAY_CONFIG", &file).output().unwrap();
+    let out = relay_bin()
+        .arg("check-config")
+        .env("HOOKRELAY_CONFIG", &file)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("acme"));
 }
 
@@ -88,9 +111,21 @@ async fn send_and_healthcheck_subcommands_talk_to_a_running_relay() {
     let app = spawn_app(&cfg).await;
     let mut tap = Tap::new(&cfg.exchange, "#").await;
     for (source, file, rk) in [
-        ("chatwoot", "chatwoot/conversation_created.json", "chatwoot.conversation.created"),
-        ("cometchat", "cometchat/message_sent_text.json", "cometchat.message.created"),
-        ("kommunicate", "kommunicate/message_one_to_one.json", "kommunicate.message.created"),
+        (
+            "chatwoot",
+            "chatwoot/conversation_created.json",
+            "chatwoot.conversation.created",
+        ),
+        (
+            "cometchat",
+            "cometchat/message_sent_text.json",
+            "cometchat.message.created",
+        ),
+        (
+            "kommunicate",
+            "kommunicate/message_one_to_one.json",
+            "kommunicate.message.created",
+        ),
     ] {
         let out = relay_bin()
             .args(["send", source])
@@ -98,7 +133,11 @@ async fn send_and_healthcheck_subcommands_talk_to_a_running_relay() {
             .args(["--url", &format!("{}/webhooks/{source}", app.base)])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "));
         assert_eq!(tap.next().await.routing_key.as_str(), rk);
     }
@@ -113,5 +152,8 @@ async fn send_and_healthcheck_subcommands_talk_to_a_running_relay() {
         .args(["healthcheck", "--url", &format!("{base}/readyz")])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "healthcheck fails when the relay is gone");
+    assert!(
+        !out.status.success(),
+        "healthcheck fails when the relay is gone"
+    );
 }

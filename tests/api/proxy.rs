@@ -23,7 +23,9 @@ impl Proxy {
         let up2 = up.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
                 if !up2.load(Ordering::SeqCst) {
                     drop(client); // refused while cut
                     continue;
@@ -31,7 +33,9 @@ impl Proxy {
                 let mut cut = gen_tx.subscribe();
                 let start_gen = *cut.borrow();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.wait_for(|g| *g != start_gen) => {}

@@ -19,12 +19,18 @@ pub enum SettingsError {
     File {
         path: String,
         #[source]
-        source: config::ConfigError,
+        source: Box<config::ConfigError>,
     },
     #[error("configuration: {0}")]
-    Invalid(#[from] config::ConfigError),
+    Invalid(Box<config::ConfigError>),
     #[error("configuration key `{key}`: {reason}")]
     Key { key: String, reason: String },
+}
+
+impl From<config::ConfigError> for SettingsError {
+    fn from(e: config::ConfigError) -> Self {
+        SettingsError::Invalid(Box::new(e))
+    }
 }
 
 impl SettingsError {
@@ -55,7 +61,7 @@ pub fn load_with_env<T: DeserializeOwned>(
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
             path: path.display().to_string(),
-            source: config::ConfigError::Foreign(Box::new(e)),
+            source: Box::new(config::ConfigError::Foreign(Box::new(e))),
         })?;
         builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
     }
