@@ -56,6 +56,15 @@ impl Relay {
                 self.metrics.spooled.inc();
                 Ok(Durable::Spooled)
             }
+            Err(SpoolError::Full) if self.broker.is_connected() => {
+                // A full spool while the broker is up: durability beats ordering, so
+                // publish straight away rather than refuse.
+                self.broker
+                    .publish(msg)
+                    .await
+                    .map(|()| Durable::Confirmed)
+                    .map_err(|e| NotDurable(format!("spool full and publish failed: {e}")))
+            }
             Err(SpoolError::Full) => Err(NotDurable("the spool is full".into())),
             Err(e) => {
                 tracing::error!(error = %e, "spool append failed");

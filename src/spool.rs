@@ -37,7 +37,8 @@ fn storage<E: std::fmt::Display>(e: E) -> SpoolError {
 
 enum Cmd {
     Append(Vec<u8>, oneshot::Sender<Result<u64, SpoolError>>),
-    Remove(Vec<u64>),
+    /// Entries to delete; the sender (if any) hears once the deletion is committed.
+    Remove(Vec<u64>, Option<oneshot::Sender<()>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -48,6 +49,8 @@ pub struct Spool {
     bytes: Arc<AtomicU64>,
     oldest_ts: Arc<AtomicU64>,
     max_bytes: u64,
+    /// Set when an append was refused for space; cleared when entries are removed.
+    refused: Arc<std::sync::atomic::AtomicBool>,
     appended: Arc<Notify>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -107,6 +110,7 @@ impl Spool {
             bytes: Arc::new(AtomicU64::new(bytes)),
             oldest_ts: Arc::new(AtomicU64::new(oldest)),
             max_bytes,
+            refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             appended: Arc::new(Notify::new()),
             writer: Mutex::new(None),
         });
@@ -117,6 +121,7 @@ impl Spool {
             bytes: spool.bytes.clone(),
             oldest_ts: spool.oldest_ts.clone(),
             appended: spool.appended.clone(),
+            refused: spool.refused.clone(),
             max_bytes,
             next_seq,
         };
@@ -149,6 +154,7 @@ impl Spool {
     pub async fn append(&self, msg: &Outgoing) -> Result<u64, SpoolError> {
         let rec = encode(msg);
         if self.bytes.load(Ordering::Relaxed) + rec.len() as u64 > self.max_bytes {
+            self.refused.store(true, Ordering::Relaxed);
             return Err(SpoolError::Full);
         }
         let (tx, rx) = oneshot::channel();
@@ -159,7 +165,19 @@ impl Spool {
     /// Forget entries the broker confirmed.
     pub fn remove(&self, seqs: Vec<u64>) {
         if !seqs.is_empty() {
-            let _ = self.send(Cmd::Remove(seqs));
+            let _ = self.send(Cmd::Remove(seqs, None));
+        }
+    }
+
+    /// As [`Spool::remove`], returning once the deletion is committed (so a later read
+    /// cannot see, and republish, what was just confirmed).
+    pub async fn remove_committed(&self, seqs: Vec<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.send(Cmd::Remove(seqs, Some(tx))).is_ok() {
+            let _ = rx.await;
         }
     }
 
@@ -198,8 +216,9 @@ impl Spool {
         self.max_bytes
     }
 
+    /// True once an append was refused for space, until entries are removed.
     pub fn is_full(&self) -> bool {
-        self.bytes() >= self.max_bytes
+        self.refused.load(Ordering::Relaxed) || self.bytes() >= self.max_bytes
     }
 
     /// Unix seconds of the oldest entry, 0 when empty.
@@ -239,6 +258,7 @@ struct Writer {
     bytes: Arc<AtomicU64>,
     oldest_ts: Arc<AtomicU64>,
     appended: Arc<Notify>,
+    refused: Arc<std::sync::atomic::AtomicBool>,
     max_bytes: u64,
     next_seq: u64,
 }
@@ -264,10 +284,14 @@ impl Writer {
         let mut appends = Vec::new();
         let mut removes = Vec::new();
         let mut closes = Vec::new();
+        let mut removed_acks = Vec::new();
         for cmd in batch {
             match cmd {
                 Cmd::Append(rec, reply) => appends.push((rec, reply)),
-                Cmd::Remove(seqs) => removes.extend(seqs),
+                Cmd::Remove(seqs, ack) => {
+                    removes.extend(seqs);
+                    removed_acks.extend(ack);
+                }
                 Cmd::Close(reply) => closes.push(reply),
             }
         }
@@ -295,6 +319,7 @@ impl Writer {
                     (self.bytes.load(Ordering::Relaxed) as i64 + bytes_delta) as u64;
                 for (rec, _) in &appends {
                     if bytes_now + rec.len() as u64 > self.max_bytes {
+                        self.refused.store(true, Ordering::Relaxed);
                         results.push(Err(SpoolError::Full));
                         continue;
                     }
@@ -317,6 +342,9 @@ impl Writer {
                     .fetch_add(added.wrapping_sub(removed), Ordering::Relaxed);
                 let b = self.bytes.load(Ordering::Relaxed) as i64 + bytes_delta;
                 self.bytes.store(b.max(0) as u64, Ordering::Relaxed);
+                if removed > 0 {
+                    self.refused.store(false, Ordering::Relaxed);
+                }
                 if removed > 0 || (was_empty && added > 0) {
                     self.oldest_ts
                         .store(first_timestamp(&self.db), Ordering::Relaxed);
@@ -334,6 +362,9 @@ impl Writer {
                     let _ = reply.send(Err(SpoolError::Storage(e.to_string())));
                 }
             }
+        }
+        for ack in removed_acks {
+            let _ = ack.send(());
         }
         let closing = !closes.is_empty();
         for c in closes {
@@ -419,7 +450,7 @@ async fn drain_pass(
             }
         }
         if pending.is_empty() {
-            spool.remove(std::mem::take(&mut confirmed));
+            spool.remove_committed(std::mem::take(&mut confirmed)).await;
             return match failure {
                 Some(e) => Err(e),
                 None => Ok(()),

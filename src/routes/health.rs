@@ -15,12 +15,12 @@ pub async fn readyz(relay: web::Data<Relay>) -> HttpResponse {
     let spool = relay.spool.as_ref();
     let depth = spool.map_or(0, |s| s.depth());
     let spool_writable = spool.is_some_and(|s| !s.is_full());
+    // A full spool with the broker up still accepts (published directly, see
+    // Relay::make_durable); with the broker down it cannot.
     let status = if connected && depth == 0 {
         "ok"
-    } else if spool_writable || (connected && spool.is_some()) {
+    } else if connected || spool_writable {
         "degraded"
-    } else if connected {
-        "ok"
     } else {
         "unavailable"
     };
