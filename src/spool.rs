@@ -86,7 +86,12 @@ impl Spool {
     /// Open (or create) the spool in `dir`, counting what an earlier run left in it.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Arc<Self>, SpoolError> {
         std::fs::create_dir_all(dir).map_err(storage)?;
-        let db = Database::create(dir.join("spool.redb")).map_err(storage)?;
+        // A small page cache: the spool is written once and read once, so a big cache
+        // (redb's default allows 1 GiB) would only inflate RSS under load.
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(dir.join("spool.redb"))
+            .map_err(storage)?;
         let (mut depth, mut bytes, mut next_seq) = (0u64, 0u64, 1u64);
         {
             let txn = db.begin_write().map_err(storage)?;
