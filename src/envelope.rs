@@ -35,8 +35,7 @@ pub fn build(
     now: OffsetDateTime,
 ) -> Result<Outgoing, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
-    let raw = RawValue::from_string(text.trim_matches([' ', '\t', '\n', '\r']).to_owned())
-        .map_err(|e| format!("body is not valid JSON: {e}"))?;
+    let raw_text = text.trim_matches([' ', '\t', '\n', '\r']);
     let vendor = source.vendor.name();
     let ty = routing_key(vendor, &normalized.event);
     let id = event_id(
@@ -63,10 +62,23 @@ pub fn build(
             message: normalized.message,
             conversation: normalized.conversation,
             contact: normalized.contact,
-            raw,
+            // Placeholder, replaced by the vendor's bytes below.
+            raw: RawValue::NULL.to_owned(),
         },
     };
-    let body = serde_json::to_vec(&ev).map_err(|e| e.to_string())?;
+    // `raw` is the last field of `data`, itself the last field of the envelope, so the
+    // serialization ends in `null}}`. Splice the vendor's bytes in there instead of
+    // parsing them a second time: normalization already parsed this exact text as a
+    // JSON object (the only way to get a `Normalized`), so the result is valid JSON.
+    let mut body = Vec::with_capacity(raw_text.len() + 1024);
+    serde_json::to_writer(&mut body, &ev).map_err(|e| e.to_string())?;
+    const TAIL: &[u8] = b"null}}";
+    if !body.ends_with(TAIL) {
+        return Err("internal: unexpected envelope layout".to_owned());
+    }
+    body.truncate(body.len() - TAIL.len());
+    body.extend_from_slice(raw_text.as_bytes());
+    body.extend_from_slice(b"}}");
     Ok(Outgoing {
         id,
         routing_key: ty,
@@ -81,6 +93,30 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_bytes_are_spliced_into_valid_json() {
+        let settings = crate::settings::Settings::load_with_env(None, vec![])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let source: &Source = &settings.sources["kommunicate"];
+        let body = b" {\"key\":\"a\",\"x\":\"\\u2028\\u0000\",\"y\":null}\n";
+        let normalized = Normalized {
+            event: "message.created".into(),
+            vendor_event: "message".into(),
+            dedup_key: "a".into(),
+            ..Default::default()
+        };
+        let now = OffsetDateTime::from_unix_timestamp(1_791_969_697).unwrap();
+        let out = build(source, normalized, body, now).unwrap();
+        let text = std::str::from_utf8(&out.body).unwrap();
+        assert!(text.ends_with(r#""raw":{"key":"a","x":"\u2028\u0000","y":null}}}"#), "{text}");
+        let ev: hookrelay_common::event::CloudEvent = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(ev.data.raw.get(), r#"{"key":"a","x":"\u2028\u0000","y":null}"#);
+        assert_eq!(ev.ty, "kommunicate.message.created");
+        assert_eq!(out.timestamp, 1_791_969_697);
+    }
 
     #[test]
     fn ids_are_deterministic_and_distinct() {
