@@ -37,7 +37,6 @@ pub fn manifest() -> Value {
 pub struct TestConfig {
     pub env: Vec<(String, String)>,
     pub exchange: String,
-    pub spool_dir: PathBuf,
 }
 
 impl TestConfig {
@@ -48,7 +47,6 @@ impl TestConfig {
         let mut c = Self {
             env: vec![],
             exchange: exchange.clone(),
-            spool_dir: spool_dir.clone(),
         };
         c.set("HOOKRELAY__SERVER__BIND", "127.0.0.1:0");
         c.set("HOOKRELAY__SERVER__WORKERS", "2");
@@ -78,7 +76,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    pub relay: std::sync::Arc<hookrelay::relay::Relay>,
 }
 
 /// `TEST_LOG=1` shows the app's logs (off by default: the tests assert, not print).
@@ -98,7 +95,6 @@ pub async fn spawn_app(cfg: &TestConfig) -> TestApp {
         .await
         .expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
-    let relay = app.relay();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -109,7 +105,6 @@ pub async fn spawn_app(cfg: &TestConfig) -> TestApp {
         client: reqwest::Client::new(),
         stop: Some(tx),
         task: Some(task),
-        relay,
     }
 }
 
@@ -170,9 +165,35 @@ impl TestApp {
 
 /// A consumer on a fresh exclusive queue bound to the test's exchange.
 pub struct Tap {
-    _conn: Connection,
+    conn: Connection,
     consumer: lapin::Consumer,
-    pub queue: String,
+    exchange: String,
+}
+
+impl Drop for Tap {
+    /// Remove what the test's relay declared durably (its exchange, the alternate
+    /// exchange and the unrouted queue), so repeated runs leave the broker clean.
+    fn drop(&mut self) {
+        let ex = self.exchange.clone();
+        let unrouted = topology::unrouted_name(&ex);
+        let Ok(ch) = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.conn.create_channel())
+        }) else {
+            return;
+        };
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let _ = ch
+                    .queue_delete(unrouted.as_str().into(), Default::default())
+                    .await;
+                let _ = ch
+                    .exchange_delete(unrouted.as_str().into(), Default::default())
+                    .await;
+                let _ = ch.exchange_delete(ex.as_str().into(), Default::default()).await;
+                let _ = self.conn.close(200, "bye".into()).await;
+            })
+        });
+    }
 }
 
 impl Tap {
@@ -213,9 +234,9 @@ impl Tap {
             .await
             .unwrap();
         Self {
-            _conn: conn,
+            conn,
             consumer,
-            queue,
+            exchange: exchange.to_owned(),
         }
     }
 
