@@ -28,6 +28,14 @@ if command -v rabbitmqctl >/dev/null 2>&1; then
   timeout 60 rabbitmqctl await_startup >/dev/null 2>&1 || true
 fi
 
+# The fuzz targets (fuzz/, their own workspace) must keep compiling. libfuzzer-sys builds
+# and links on stable with plain cargo (cargo-fuzz and nightly only add the coverage
+# instrumentation), and the shared target dir lets it reuse the workspace's crates.
+# Long fuzzing stays outside CI: fuzz/run.sh.
+echo "building the fuzz targets (fuzz/)" >&2
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
+  cargo build --manifest-path fuzz/Cargo.toml --bins
+
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else

@@ -111,9 +111,15 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_791_969_697).unwrap();
         let out = build(source, normalized, body, now).unwrap();
         let text = std::str::from_utf8(&out.body).unwrap();
-        assert!(text.ends_with(r#""raw":{"key":"a","x":"\u2028\u0000","y":null}}}"#), "{text}");
+        assert!(
+            text.ends_with(r#""raw":{"key":"a","x":"\u2028\u0000","y":null}}}"#),
+            "{text}"
+        );
         let ev: hookrelay_common::event::CloudEvent = serde_json::from_slice(&out.body).unwrap();
-        assert_eq!(ev.data.raw.get(), r#"{"key":"a","x":"\u2028\u0000","y":null}"#);
+        assert_eq!(
+            ev.data.raw.get(),
+            r#"{"key":"a","x":"\u2028\u0000","y":null}"#
+        );
         assert_eq!(ev.ty, "kommunicate.message.created");
         assert_eq!(out.timestamp, 1_791_969_697);
     }

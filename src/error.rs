@@ -10,6 +10,12 @@ use serde_json::json;
 pub enum ApiError {
     #[error("unknown source")]
     UnknownSource,
+    #[error("client address not allowed for this source")]
+    Forbidden,
+    #[error("rate limit of this source exceeded")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the body did not arrive in time")]
+    RequestTimeout,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("payload too large")]
@@ -30,6 +36,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::UnknownSource | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -43,6 +52,9 @@ impl ResponseError for ApiError {
         let body = match self {
             ApiError::UnknownSource => json!({"error": "unknown_source"}),
             ApiError::NotFound => json!({"error": "not_found"}),
+            ApiError::Forbidden => json!({"error": "forbidden"}),
+            ApiError::RateLimited { .. } => json!({"error": "rate_limited"}),
+            ApiError::RequestTimeout => json!({"error": "request_timeout"}),
             ApiError::MethodNotAllowed => json!({"error": "method_not_allowed"}),
             ApiError::PayloadTooLarge => json!({"error": "payload_too_large"}),
             ApiError::UnsupportedMediaType => json!({"error": "unsupported_media_type"}),
@@ -66,6 +78,13 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::RequestTimeout => {
+                // The rest of the body may still be on its way: do not read it.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

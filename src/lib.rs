@@ -6,6 +6,8 @@
 //! - [`startup`]: builds the app (binds, starts the broker supervisor and spool drainer),
 //!   runs it until the shutdown input, then drains.
 //! - [`routes`]: `POST /webhooks/{source}`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`limits`]: abuse limits before the body is read: per-source IP allowlists (behind
+//!   trusted proxies), per-source rate limits, the body-read deadline.
 //! - [`envelope`]: normalized event → event id, routing key, CloudEvent bytes.
 //! - [`relay`]: shared state and the durability decision (broker confirm or spool).
 //! - [`broker`]: the supervised AMQP connection, pipelined publisher confirms.
@@ -14,6 +16,8 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`]: HTTP error statuses and bodies.
 //! - [`cli`]: `send` and `healthcheck` clients.
+//! - [`invariants`]: the webhook path's safety invariants as one check, shared by the
+//!   fuzz targets (`fuzz/`), the property tests and the regression tests.
 //!
 //! Vendor code lives in the `hookrelay-vendors` crate (pure, no I/O); what the relay and
 //! the workers share (event type, routing, topology, AMQP, settings loading) lives in
@@ -24,6 +28,8 @@ pub mod cli;
 pub mod dedup;
 pub mod envelope;
 pub mod error;
+pub mod invariants;
+pub mod limits;
 pub mod metrics;
 pub mod relay;
 pub mod routes;

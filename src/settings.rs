@@ -3,12 +3,13 @@
 
 use hookrelay_common::amqp::AmqpSettings;
 use hookrelay_common::logging::LogSettings;
-use hookrelay_common::settings::SettingsError;
+use hookrelay_common::settings::{string_or_list, SettingsError};
 use hookrelay_common::Secret;
 use hookrelay_vendors::{Credentials, Vendor};
-use serde::Deserialize;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,39 @@ pub struct ServerSettings {
     pub max_connections: usize,
     #[serde(default = "d_shutdown_timeout")]
     pub shutdown_timeout_secs: u64,
+    /// How long the whole body may take to arrive once the head is in (slow-body guard).
+    #[serde(default = "d_body_read_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// CIDRs of reverse proxies whose forwarded header is believed. Empty (the default):
+    /// forwarded headers are never believed and the TCP peer is the client.
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Which header a trusted proxy writes the client address into.
+    #[serde(default)]
+    pub forwarded_header: ForwardedHeader,
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// The header a trusted proxy reports the client address in. Only the configured one is
+/// read: believing both would let a client send the one its proxy does not overwrite.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, Traefik, Envoy, ELB).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client;proto=https, for=proxy1`.
+    Forwarded,
+}
+
+/// `server.tls`: both files, or neither (plain HTTP, e.g. behind a TLS-terminating proxy).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
 }
 
 fn d_client_request_timeout() -> u64 {
@@ -59,6 +93,9 @@ fn d_max_connections() -> usize {
 }
 fn d_shutdown_timeout() -> u64 {
     10
+}
+fn d_body_read_timeout() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -137,14 +174,68 @@ pub struct SourceSettings {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub allow_unauthenticated: bool,
+    /// CIDRs (or single addresses) allowed to post to this source; empty: any address.
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub allowed_ips: Vec<String>,
+    /// Sustained requests per second this source may send; unset: no limit.
+    #[serde(default, deserialize_with = "opt_number")]
+    pub rate_limit_per_sec: Option<f64>,
+    /// Requests that may arrive at once above the sustained rate (default: one second's worth).
+    #[serde(default, deserialize_with = "opt_number")]
+    pub rate_limit_burst: Option<f64>,
 }
 
-/// A source after validation: its vendor and usable credentials.
+/// A number given as a TOML number or as text (the environment's form); empty text
+/// counts as unset, like every other empty value.
+fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        Num(f64),
+        Text(String),
+    }
+    match Option::<NumOrText>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumOrText::Num(n)) => Ok(Some(n)),
+        Some(NumOrText::Text(t)) if t.trim().is_empty() => Ok(None),
+        Some(NumOrText::Text(t)) => t
+            .trim()
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a number"))),
+    }
+}
+
+/// A token bucket's shape: `per_sec` tokens refill each second, up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_sec: f64,
+    pub burst: u32,
+}
+
+/// A source after validation: its vendor, usable credentials and access limits.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: Arc<str>,
     pub vendor: Vendor,
     pub credentials: Credentials,
+    /// Networks allowed to post; empty means any address.
+    pub allowed_ips: Vec<IpNet>,
+    /// `None`: no rate limit (the default: Chatwoot never retries a refused delivery).
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Source {
+    /// A source with no access limits (what tests, fuzz targets and tools build).
+    pub fn new(name: &str, vendor: Vendor, credentials: Credentials) -> Self {
+        Self {
+            name: Arc::from(name),
+            vendor,
+            credentials,
+            allowed_ips: Vec::new(),
+            rate_limit: None,
+        }
+    }
 }
 
 /// Everything the relay needs, typed and checked.
@@ -153,6 +244,10 @@ pub struct Validated {
     pub raw: Settings,
     pub bind: SocketAddr,
     pub sources: BTreeMap<String, Source>,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `server.tls`, loaded and checked; `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Settings {
@@ -203,6 +298,14 @@ impl Settings {
                 "is \"spool\" but spool.enabled is false",
             ));
         }
+        if self.server.body_read_timeout_ms == 0 {
+            return Err(SettingsError::key(
+                "server.body_read_timeout_ms",
+                "must be above 0",
+            ));
+        }
+        let trusted_proxies = parse_cidrs("server.trusted_proxies", &self.server.trusted_proxies)?;
+        let tls = load_tls(&self.server.tls)?;
         if self.sources.is_empty() {
             return Err(SettingsError::key("sources", "no source is configured"));
         }
@@ -226,8 +329,95 @@ impl Settings {
             raw: self,
             bind,
             sources,
+            trusted_proxies,
+            tls,
         })
     }
+}
+
+/// One CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address (`192.0.2.7`, a /32 or
+/// /128). IPv4-mapped IPv6 forms are turned into IPv4, as peer addresses are.
+pub fn parse_cidr(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(match net {
+            IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+                Some(v4) if v6.prefix_len() >= 96 => {
+                    IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).ok()?
+                }
+                _ => net,
+            },
+            IpNet::V4(_) => net,
+        });
+    }
+    text.parse::<IpAddr>()
+        .ok()
+        .map(|ip| IpNet::from(ip.to_canonical()))
+}
+
+fn parse_cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, SettingsError> {
+    list.iter()
+        .map(|item| {
+            parse_cidr(item).ok_or_else(|| {
+                SettingsError::key(
+                    key,
+                    format!("{item:?} is not a CIDR like 10.0.0.0/8 or an IP address"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn load_tls(t: &TlsSettings) -> Result<Option<Arc<rustls::ServerConfig>>, SettingsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let given = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let (cert_file, key_file) = match (given(&t.cert_file), given(&t.key_file)) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(SettingsError::key(
+                "server.tls.key_file",
+                "is missing: TLS needs both server.tls.cert_file and server.tls.key_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(SettingsError::key(
+                "server.tls.cert_file",
+                "is missing: TLS needs both server.tls.cert_file and server.tls.key_file",
+            ))
+        }
+        (Some(c), Some(k)) => (c, k),
+    };
+    let unreadable = |key: &str, path: &Path, e: &dyn std::fmt::Display| {
+        SettingsError::key(key, format!("{}: {e}", path.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(&cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| unreadable("server.tls.cert_file", &cert_file, &e))?;
+    if certs.is_empty() {
+        return Err(SettingsError::key(
+            "server.tls.cert_file",
+            format!("{}: holds no PEM certificate", cert_file.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_file)
+        .map_err(|e| unreadable("server.tls.key_file", &key_file, &e))?;
+    // The ring provider explicitly: the process-wide default would depend on which
+    // rustls features other crates happen to switch on.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| {
+            SettingsError::key(
+                "server.tls.key_file",
+                format!(
+                    "cannot be used with server.tls.cert_file ({e}): is it the certificate's key?"
+                ),
+            )
+        })?;
+    Ok(Some(Arc::new(config)))
 }
 
 fn valid_source_name(name: &str) -> bool {
@@ -309,25 +499,69 @@ fn validate_source(name: &str, s: &SourceSettings) -> Result<Source, SettingsErr
                     s.signature_tolerance_secs.unwrap_or(300),
                 )),
             },
-            Vendor::Cometchat => Credentials::Basic {
-                username: require(
+            Vendor::Cometchat => {
+                let username = require(
                     name,
                     "username",
                     secret(name, "username", &s.username, &s.username_file)?,
-                )?,
-                password: require(
-                    name,
-                    "password",
-                    secret(name, "password", &s.password, &s.password_file)?,
-                )?,
-            },
+                )?;
+                if username.expose().contains(':') {
+                    // RFC 7617: the user-id ends at the first colon, so no request could
+                    // ever match; say so now rather than answer every delivery 401.
+                    return Err(SettingsError::key(
+                        format!("sources.{name}.username"),
+                        "must not contain ':' (HTTP Basic ends the user name at the first colon)",
+                    ));
+                }
+                Credentials::Basic {
+                    username,
+                    password: require(
+                        name,
+                        "password",
+                        secret(name, "password", &s.password, &s.password_file)?,
+                    )?,
+                }
+            }
         }
     };
+    let allowed_ips = parse_cidrs(&format!("sources.{name}.allowed_ips"), &s.allowed_ips)?;
+    let rate_limit = rate_limit(name, s)?;
     Ok(Source {
         name: Arc::from(name),
         vendor,
         credentials,
+        allowed_ips,
+        rate_limit,
     })
+}
+
+fn rate_limit(name: &str, s: &SourceSettings) -> Result<Option<RateLimit>, SettingsError> {
+    let Some(per_sec) = s.rate_limit_per_sec else {
+        if s.rate_limit_burst.is_some() {
+            return Err(SettingsError::key(
+                format!("sources.{name}.rate_limit_burst"),
+                "is set but rate_limit_per_sec is not",
+            ));
+        }
+        return Ok(None);
+    };
+    if !(per_sec.is_finite() && per_sec > 0.0) {
+        return Err(SettingsError::key(
+            format!("sources.{name}.rate_limit_per_sec"),
+            "must be a number above 0 (leave it unset for no limit)",
+        ));
+    }
+    let burst = match s.rate_limit_burst {
+        None => per_sec.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+        Some(b) if b.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&b) => b as u32,
+        Some(_) => {
+            return Err(SettingsError::key(
+                format!("sources.{name}.rate_limit_burst"),
+                "must be a whole number of requests, at least 1",
+            ))
+        }
+    };
+    Ok(Some(RateLimit { per_sec, burst }))
 }
 
 /// The key of the first demo credential this source still uses, if any.
@@ -466,5 +700,165 @@ mod tests {
             Credentials::Token(t) => assert_eq!(t.expose(), "from-file"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn invalid(pairs: &[(&str, &str)]) -> String {
+        Settings::load_with_env(None, env(pairs))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn allowlists_and_trusted_proxies_parse_from_lists_and_name_bad_entries() {
+        let v = Settings::load_with_env(
+            None,
+            env(&[
+                (
+                    "HOOKRELAY__SOURCES__CHATWOOT__ALLOWED_IPS",
+                    "203.0.113.0/24, 2001:db8::/32,198.51.100.7",
+                ),
+                ("HOOKRELAY__SERVER__TRUSTED_PROXIES", "10.0.0.0/8"),
+                ("HOOKRELAY__SERVER__FORWARDED_HEADER", "forwarded"),
+            ]),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let nets: Vec<String> = v.sources["chatwoot"]
+            .allowed_ips
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"]);
+        assert!(v.sources["kommunicate"].allowed_ips.is_empty());
+        assert_eq!(v.trusted_proxies.len(), 1);
+        assert_eq!(v.raw.server.forwarded_header, ForwardedHeader::Forwarded);
+        // Defaults: nothing trusted, no allowlist, no rate limit, no TLS.
+        let d = Settings::load_with_env(None, vec![])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(d.trusted_proxies.is_empty() && d.tls.is_none());
+        assert!(d
+            .sources
+            .values()
+            .all(|s| s.allowed_ips.is_empty() && s.rate_limit.is_none()));
+
+        let e = invalid(&[("HOOKRELAY__SOURCES__CHATWOOT__ALLOWED_IPS", "10.0.0.0/33")]);
+        assert!(
+            e.contains("sources.chatwoot.allowed_ips") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        let e = invalid(&[("HOOKRELAY__SERVER__TRUSTED_PROXIES", "proxy.internal")]);
+        assert!(e.contains("server.trusted_proxies"), "{e}");
+        assert_eq!(
+            parse_cidr("::ffff:10.0.0.0/104").map(|n| n.to_string()),
+            Some("10.0.0.0/8".into())
+        );
+    }
+
+    #[test]
+    fn rate_limit_is_off_by_default_and_checked_when_set() {
+        let v = Settings::load_with_env(
+            None,
+            env(&[
+                ("HOOKRELAY__SOURCES__CHATWOOT__RATE_LIMIT_PER_SEC", "2.5"),
+                ("HOOKRELAY__SOURCES__COMETCHAT__RATE_LIMIT_PER_SEC", "5"),
+                ("HOOKRELAY__SOURCES__COMETCHAT__RATE_LIMIT_BURST", "20"),
+                ("HOOKRELAY__SOURCES__KOMMUNICATE__RATE_LIMIT_PER_SEC", ""),
+            ]),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(
+            v.sources["chatwoot"].rate_limit,
+            Some(RateLimit {
+                per_sec: 2.5,
+                burst: 3
+            })
+        );
+        assert_eq!(
+            v.sources["cometchat"].rate_limit,
+            Some(RateLimit {
+                per_sec: 5.0,
+                burst: 20
+            })
+        );
+        assert_eq!(v.sources["kommunicate"].rate_limit, None);
+        let e = invalid(&[("HOOKRELAY__SOURCES__CHATWOOT__RATE_LIMIT_PER_SEC", "0")]);
+        assert!(e.contains("sources.chatwoot.rate_limit_per_sec"), "{e}");
+        let e = invalid(&[("HOOKRELAY__SOURCES__CHATWOOT__RATE_LIMIT_BURST", "4")]);
+        assert!(e.contains("sources.chatwoot.rate_limit_burst"), "{e}");
+        let e = invalid(&[
+            ("HOOKRELAY__SOURCES__CHATWOOT__RATE_LIMIT_PER_SEC", "1"),
+            ("HOOKRELAY__SOURCES__CHATWOOT__RATE_LIMIT_BURST", "1.5"),
+        ]);
+        assert!(e.contains("sources.chatwoot.rate_limit_burst"), "{e}");
+        let e = Settings::load_with_env(
+            None,
+            env(&[("HOOKRELAY__SOURCES__CHATWOOT__RATE_LIMIT_PER_SEC", "fast")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sources.chatwoot.rate_limit_per_sec"), "{e}");
+    }
+
+    #[test]
+    fn cometchat_username_with_a_colon_is_refused_naming_the_key() {
+        let e = invalid(&[("HOOKRELAY__SOURCES__COMETCHAT__USERNAME", "relay:user")]);
+        assert!(e.contains("sources.cometchat.username"), "{e}");
+        assert!(
+            !e.contains("relay:user"),
+            "the message must not echo the secret: {e}"
+        );
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_names_the_missing_or_bad_one() {
+        let e = invalid(&[("HOOKRELAY__SERVER__TLS__CERT_FILE", "/nonexistent/cert.pem")]);
+        assert!(
+            e.contains("server.tls.key_file") && e.contains("missing"),
+            "{e}"
+        );
+        let e = invalid(&[("HOOKRELAY__SERVER__TLS__KEY_FILE", "/nonexistent/key.pem")]);
+        assert!(
+            e.contains("server.tls.cert_file") && e.contains("missing"),
+            "{e}"
+        );
+        let e = invalid(&[
+            ("HOOKRELAY__SERVER__TLS__CERT_FILE", "/nonexistent/cert.pem"),
+            ("HOOKRELAY__SERVER__TLS__KEY_FILE", "/nonexistent/key.pem"),
+        ]);
+        assert!(
+            e.contains("server.tls.cert_file") && e.contains("/nonexistent/cert.pem"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("hookrelay-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let e = invalid(&[
+            ("HOOKRELAY__SERVER__TLS__CERT_FILE", junk.to_str().unwrap()),
+            ("HOOKRELAY__SERVER__TLS__KEY_FILE", junk.to_str().unwrap()),
+        ]);
+        assert!(
+            e.contains("server.tls.cert_file") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        // Empty values count as missing: plain HTTP.
+        let v = Settings::load_with_env(
+            None,
+            env(&[
+                ("HOOKRELAY__SERVER__TLS__CERT_FILE", ""),
+                ("HOOKRELAY__SERVER__TLS__KEY_FILE", ""),
+            ]),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(v.tls.is_none());
     }
 }

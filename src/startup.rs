@@ -5,6 +5,7 @@
 use crate::broker::Broker;
 use crate::dedup::Dedup;
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::routes;
@@ -41,7 +42,10 @@ pub struct Application {
     port: u16,
     server: Server,
     relay: Arc<Relay>,
-    shutdown: watch::Sender<bool>,
+    /// Stops the spool drainer (first) and then the broker supervisor (last), so the
+    /// drainer's outstanding confirms can still arrive while it winds down.
+    stop_drainer: watch::Sender<bool>,
+    stop_broker: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
     drainer: Option<JoinHandle<()>>,
     confirm_timeout: Duration,
@@ -66,14 +70,15 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let raw = &settings.raw;
         let metrics = Arc::new(Metrics::new());
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (stop_drainer, drainer_rx) = watch::channel(false);
+        let (stop_broker, broker_rx) = watch::channel(false);
 
         let connection_name = match std::env::var("HOSTNAME") {
             Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
             _ => "hookrelay relay".to_owned(),
         };
         let broker = Broker::new(raw.amqp.clone(), connection_name, metrics.clone());
-        let supervisor = tokio::spawn(broker.clone().run(shutdown_rx.clone()));
+        let supervisor = tokio::spawn(broker.clone().run(broker_rx));
 
         let spool = if raw.spool.enabled {
             Some(
@@ -93,7 +98,7 @@ impl Application {
                 broker.clone(),
                 metrics.clone(),
                 raw.spool.drain_inflight,
-                shutdown_rx.clone(),
+                drainer_rx.clone(),
             ))
         });
 
@@ -125,9 +130,11 @@ impl Application {
 
         let port = listener.local_addr()?.port();
         let data = web::Data::from(relay.clone());
+        let limits = web::Data::new(Limits::new(&settings));
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(limits.clone())
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
                 .route("/metrics", web::get().to(routes::metrics::metrics))
@@ -137,24 +144,40 @@ impl Application {
         // Shutdown is an input of `run_until_stopped`, not actix's own signal handling.
         .disable_signals()
         .shutdown_timeout(raw.server.shutdown_timeout_secs)
-        // Slow clients cannot pin a worker: the head must arrive within this.
+        // Slow clients cannot pin a worker: the head must arrive within this (408 and
+        // the connection closed otherwise; the body has its own deadline in the route).
+        // Heads over 128 KiB or with more than 96 headers are answered 431 by actix-http.
         .client_request_timeout(Duration::from_millis(raw.server.client_request_timeout_ms))
         .client_disconnect_timeout(Duration::from_millis(
             raw.server.client_disconnect_timeout_ms,
         ))
+        // Per worker thread: past it the worker stops accepting and new connections wait
+        // in the listen backlog until one closes.
         .max_connections(raw.server.max_connections);
         if raw.server.workers > 0 {
             server = server.workers(raw.server.workers);
         }
         let addr = listener.local_addr()?;
-        let server = server.listen(listener)?.run();
-        tracing::info!(addr = %addr, mode = ?raw.durability.ack, "listening on {addr}");
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let server = match &settings.tls {
+            // HTTP/1.1 only (actix-web's http2 feature is off); TLS handshakes that take
+            // longer than actix-tls's 3 s default are dropped.
+            Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone())?,
+            None => server.listen(listener)?,
+        }
+        .run();
+        tracing::info!(addr = %addr, scheme, mode = ?raw.durability.ack, "listening on {addr}");
 
         Ok(Self {
             port,
             server,
             relay,
-            shutdown,
+            stop_drainer,
+            stop_broker,
             supervisor,
             drainer,
             confirm_timeout: raw.amqp.confirm_timeout(),
@@ -185,7 +208,7 @@ impl Application {
                 r
             }
         };
-        let _ = self.shutdown.send(true);
+        let _ = self.stop_drainer.send(true);
         if let Some(drainer) = self.drainer {
             let bound = self.confirm_timeout + Duration::from_secs(1);
             if tokio::time::timeout(bound, drainer).await.is_err() {
@@ -198,6 +221,7 @@ impl Application {
             spool.close().await;
             tracing::info!(depth = spool.depth(), "spool closed");
         }
+        let _ = self.stop_broker.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(3), self.supervisor).await;
         tracing::info!("stopped");
         result

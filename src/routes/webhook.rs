@@ -1,10 +1,18 @@
 //! `POST /webhooks/{source}`: checks in the SPEC's order (source 404, method 405, size
 //! 413 while reading, content type 415, credentials 401, payload 400), then makes the
-//! event durable and answers 200, or 503 when it cannot be.
+//! event durable and answers 200, or 503 when it cannot be. Two optional abuse limits
+//! sit between the 405 and the 413, before anything is read (see [`crate::limits`]):
+//! the source's IP allowlist (403) and its rate limit (429). A body that does not
+//! arrive within `server.body_read_timeout_ms` is answered 408.
+//!
+//! Everything after the body is read is the pure [`process`], which the fuzz targets and
+//! property tests drive directly (see [`crate::invariants`]).
 
+use crate::broker::Outgoing;
 use crate::dedup::Claim;
 use crate::envelope;
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::relay::Relay;
 use crate::settings::Source;
 use actix_web::http::{header, Method};
@@ -12,6 +20,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use hookrelay_vendors::Headers;
 use serde_json::json;
+use std::time::Duration;
 use time::OffsetDateTime;
 
 pub async fn webhook(
@@ -19,6 +28,7 @@ pub async fn webhook(
     path: web::Path<String>,
     payload: web::Payload,
     relay: web::Data<Relay>,
+    limits: web::Data<Limits>,
 ) -> HttpResponse {
     let name = path.into_inner();
     let Some(source) = relay.sources.get(&name) else {
@@ -26,14 +36,27 @@ pub async fn webhook(
         relay.metrics.request("unknown", 404);
         return ApiError::UnknownSource.error_response();
     };
-    let resp = match handle(&req, source, payload, &relay).await {
+    // The SPEC's order first (404, then 405), then the optional abuse limits before
+    // anything is read, so a wrong method never spends a rate-limit token.
+    let outcome = if req.method() != Method::POST {
+        Err(ApiError::MethodNotAllowed)
+    } else {
+        match limits.admit(source, req.peer_addr(), req.headers()) {
+            Ok(()) => handle(&req, source, payload, &relay, limits.body_read_timeout).await,
+            Err(e) => Err(e),
+        }
+    };
+    let resp = match outcome {
         Ok(resp) => resp,
         Err(e) => {
             match &e {
                 ApiError::Unavailable => {
                     tracing::error!(source = %source.name, "answered 503: event could not be made durable")
                 }
-                ApiError::Unauthorized { .. } => {}
+                // Logged where they are decided, with their reasons.
+                ApiError::Unauthorized { .. }
+                | ApiError::Forbidden
+                | ApiError::RateLimited { .. } => {}
                 other => tracing::debug!(source = %source.name, error = %other, "request refused"),
             }
             e.error_response()
@@ -61,6 +84,7 @@ async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    deadline: Duration,
 ) -> Result<web::BytesMut, ApiError> {
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let declared = len
@@ -72,41 +96,50 @@ async fn read_body(
             return Err(ApiError::PayloadTooLarge);
         }
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::InvalidPayload("the body could not be read".into()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge);
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|_| ApiError::InvalidPayload("the body could not be read".into()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    // A client trickling its body would otherwise hold the request open indefinitely
+    // (the head has its own limit, server.client_request_timeout_ms).
+    tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
 }
 
-async fn handle(
-    req: &HttpRequest,
+/// What an accepted request becomes: the message to make durable, and the body a
+/// synchronous vendor expects instead of the usual answer (CometChat `before_message`).
+#[derive(Debug)]
+pub struct Accepted {
+    pub msg: Outgoing,
+    pub reply: Option<serde_json::Value>,
+}
+
+/// The checks that need the whole body, in the SPEC's order: content type (415),
+/// credentials on the raw bytes (401), payload (400); then the envelope. Pure apart from
+/// logging: no I/O, the clock passed in.
+pub fn process(
     source: &Source,
-    payload: web::Payload,
-    relay: &Relay,
-) -> Result<HttpResponse, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::MethodNotAllowed);
-    }
-    let body = read_body(req, payload, relay.max_body_bytes).await?;
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        if !is_json(ct.as_bytes()) {
+    headers: &Headers<'_>,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<Accepted, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE.as_str()) {
+        if !is_json(ct) {
             return Err(ApiError::UnsupportedMediaType);
         }
     }
-    let mut headers = Headers::new();
-    for (name, value) in req.headers() {
-        headers.push(name.as_str(), value.as_bytes());
-    }
-    let now = OffsetDateTime::now_utc();
     let verified = source
         .vendor
-        .verify(&source.credentials, &headers, &body, now)
+        .verify(&source.credentials, headers, body, now)
         .map_err(|e| {
             tracing::info!(source = %source.name, reason = %e, "unauthorized webhook");
             ApiError::Unauthorized {
@@ -118,7 +151,26 @@ async fn handle(
         .normalize(&verified, now)
         .map_err(|e| ApiError::InvalidPayload(e.to_string()))?;
     let reply = normalized.reply.clone();
-    let msg = envelope::build(source, normalized, &body, now).map_err(ApiError::InvalidPayload)?;
+    let msg = envelope::build(source, normalized, body, now).map_err(ApiError::InvalidPayload)?;
+    Ok(Accepted { msg, reply })
+}
+
+async fn handle(
+    req: &HttpRequest,
+    source: &Source,
+    payload: web::Payload,
+    relay: &Relay,
+    body_deadline: Duration,
+) -> Result<HttpResponse, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let body = read_body(req, payload, relay.max_body_bytes, body_deadline).await?;
+    let mut headers = Headers::new();
+    for (name, value) in req.headers() {
+        headers.push(name.as_str(), value.as_bytes());
+    }
+    let Accepted { msg, reply } = process(source, &headers, &body, OffsetDateTime::now_utc())?;
 
     let answer = |duplicate: bool| match &reply {
         Some(obj) => HttpResponse::Ok().json(obj),

@@ -37,7 +37,11 @@ fn k_body(tag: &str, n: u64) -> Vec<u8> {
 }
 
 /// Post one event; Some(id) on 200.
-async fn post(client: &reqwest::Client, base: &str, body: Vec<u8>) -> Result<Option<String>, String> {
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    body: Vec<u8>,
+) -> Result<Option<String>, String> {
     let r = client
         .post(format!("{base}/webhooks/kommunicate"))
         .header("content-type", "application/json")
@@ -55,14 +59,22 @@ async fn post(client: &reqwest::Client, base: &str, body: Vec<u8>) -> Result<Opt
 }
 
 /// Receive until every id in `want` has arrived; returns arrival counts and order.
-async fn collect(tap: &mut Tap, want: &HashSet<String>, within: Duration) -> (HashMap<String, usize>, Vec<String>) {
+async fn collect(
+    tap: &mut Tap,
+    want: &HashSet<String>,
+    within: Duration,
+) -> (HashMap<String, usize>, Vec<String>) {
     let deadline = Instant::now() + within;
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut order = vec![];
     while !want.iter().all(|id| counts.contains_key(id)) {
         let left = deadline.saturating_duration_since(Instant::now());
         let Some(d) = tap.next_within(left).await else {
-            let missing: Vec<_> = want.iter().filter(|id| !counts.contains_key(*id)).take(5).collect();
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|id| !counts.contains_key(*id))
+                .take(5)
+                .collect();
             panic!(
                 "{} of {} accepted events never arrived (e.g. {missing:?})",
                 want.iter().filter(|id| !counts.contains_key(*id)).count(),
@@ -70,7 +82,11 @@ async fn collect(tap: &mut Tap, want: &HashSet<String>, within: Duration) -> (Ha
             );
         };
         let id = d.properties.message_id().as_ref().unwrap().to_string();
-        assert_eq!(body_json(&d)["id"], id.as_str(), "message_id is the event id");
+        assert_eq!(
+            body_json(&d)["id"],
+            id.as_str(),
+            "message_id is the event id"
+        );
         *counts.entry(id.clone()).or_default() += 1;
         order.push(id);
     }
@@ -92,7 +108,13 @@ async fn cut_and_restore(mode: &str) {
     let concurrency = 8u64;
     let mut accepted = HashSet::new();
 
-    async fn burst(client: &reqwest::Client, base: &str, tag: &str, range: std::ops::Range<u64>, concurrency: u64) -> Vec<Option<String>> {
+    async fn burst(
+        client: &reqwest::Client,
+        base: &str,
+        tag: &str,
+        range: std::ops::Range<u64>,
+        concurrency: u64,
+    ) -> Vec<Option<String>> {
         let mut out = vec![];
         let ns: Vec<u64> = range.collect();
         for chunk in ns.chunks(concurrency as usize) {
@@ -122,9 +144,15 @@ async fn cut_and_restore(mode: &str) {
     assert_eq!(accepted.len(), 200);
     let (counts, _) = collect(&mut tap, &accepted, Duration::from_secs(30)).await;
     let extra: HashSet<_> = counts.keys().filter(|k| !accepted.contains(*k)).collect();
-    assert!(extra.is_empty(), "only accepted events are published: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "only accepted events are published: {extra:?}"
+    );
     let dups = counts.values().filter(|c| **c > 1).count() as u64;
-    assert!(dups <= concurrency, "duplicates only for publishes unconfirmed at the cut: {dups}");
+    assert!(
+        dups <= concurrency,
+        "duplicates only for publishes unconfirmed at the cut: {dups}"
+    );
     // The spool drains completely once the broker is back.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -136,7 +164,10 @@ async fn cut_and_restore(mode: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("hookrelay_broker_reconnects_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("hookrelay_broker_reconnects_total 1"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
@@ -237,10 +268,18 @@ async fn restart_on_a_spool(mode: &str) {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let mut ids = vec![];
     for n in 0..30 {
-        ids.push(post(&client, &relay.base, k_body(&tag, n)).await.unwrap().expect("200 while the broker is away"));
+        ids.push(
+            post(&client, &relay.base, k_body(&tag, n))
+                .await
+                .unwrap()
+                .expect("200 while the broker is away"),
+        );
     }
     relay.signal("-TERM");
-    assert!(relay.wait(Duration::from_secs(20)).success(), "exit 0 on SIGTERM");
+    assert!(
+        relay.wait(Duration::from_secs(20)).success(),
+        "exit 0 on SIGTERM"
+    );
     tap.expect_nothing().await;
     // Straight against the broker this time, same spool.
     cfg.set("HOOKRELAY__AMQP__URI", BROKER);
@@ -274,8 +313,13 @@ async fn stop_under_load(mode: &str, signal: &str) {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let mut clients = vec![];
     for _ in 0..16 {
-        let (accepted, stop, counter, base, tag) =
-            (accepted.clone(), stop.clone(), counter.clone(), relay.base.clone(), tag.clone());
+        let (accepted, stop, counter, base, tag) = (
+            accepted.clone(),
+            stop.clone(),
+            counter.clone(),
+            relay.base.clone(),
+            tag.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             while !stop.load(Ordering::Relaxed) {
@@ -301,7 +345,11 @@ async fn stop_under_load(mode: &str, signal: &str) {
         c.await.unwrap();
     }
     let want = accepted.lock().unwrap().clone();
-    assert!(want.len() > 50, "load produced accepted events: {}", want.len());
+    assert!(
+        want.len() > 50,
+        "load produced accepted events: {}",
+        want.len()
+    );
     // Whatever was spooled is published by the next start.
     let relay = RelayProcess::start(&cfg);
     let (counts, _) = collect(&mut tap, &want, Duration::from_secs(60)).await;
@@ -366,9 +414,17 @@ async fn full_spool_answers_503_and_loses_nothing() {
             s => panic!("unexpected status {s}"),
         }
     }
-    assert!(!accepted.is_empty() && refused > 0, "accepted {} refused {refused}", accepted.len());
+    assert!(
+        !accepted.is_empty() && refused > 0,
+        "accepted {} refused {refused}",
+        accepted.len()
+    );
     let ready = app.get("/readyz").await;
-    assert_eq!(ready.status(), 503, "a full spool with no broker is unavailable");
+    assert_eq!(
+        ready.status(),
+        503,
+        "a full spool with no broker is unavailable"
+    );
     proxy.restore();
     let (counts, _) = collect(&mut tap, &accepted, Duration::from_secs(30)).await;
     assert_eq!(counts.len(), accepted.len(), "exactly the accepted events");
@@ -377,18 +433,25 @@ async fn full_spool_answers_503_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_list_skips_a_dead_node() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let uri = format!("amqp://guest:guest@{dead}/%2f, {BROKER}");
     let cfg = outage_config("nodes", "broker", &uri);
     let app = spawn_app(&cfg).await;
     let mut tap = Tap::new(&cfg.exchange, "#").await;
     let ready: Value = app.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["broker"], "connected");
-    let r = app.post_signed("kommunicate", &fixture("kommunicate/message_group.json")).await;
+    let r = app
+        .post_signed("kommunicate", &fixture("kommunicate/message_group.json"))
+        .await;
     assert_eq!(r.status(), 200);
     let d = tap.next().await;
     assert_eq!(d.routing_key.as_str(), "kommunicate.message.created");
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("hookrelay_events_published_total{routing_key=\"kommunicate.message.created\"} 1"));
+    assert!(metrics.contains(
+        "hookrelay_events_published_total{routing_key=\"kommunicate.message.created\"} 1"
+    ));
     app.stop().await;
 }

@@ -189,7 +189,9 @@ impl Drop for Tap {
                 let _ = ch
                     .exchange_delete(unrouted.as_str().into(), Default::default())
                     .await;
-                let _ = ch.exchange_delete(ex.as_str().into(), Default::default()).await;
+                let _ = ch
+                    .exchange_delete(ex.as_str().into(), Default::default())
+                    .await;
                 let _ = self.conn.close(200, "bye".into()).await;
             })
         });

@@ -123,7 +123,8 @@ async fn forged_stale_and_missing_signatures_are_401() {
     );
     let truncated = sig[..sig.len() - 2].to_owned();
     let ct = ("content-type", "application/json");
-    let cases: Vec<(Vec<(&str, &str)>, Vec<u8>)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         (
             vec![
                 ct,

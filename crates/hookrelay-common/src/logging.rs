@@ -1,7 +1,11 @@
 //! `tracing` set-up shared by every binary: human-readable or JSON lines on stderr.
 
 use serde::Deserialize;
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -38,11 +42,24 @@ pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // Whatever the filter asks for, never the AMQP client's trace events.
+    let no_frame_dumps = filter_fn(|meta| !dumps_frames(meta));
+    let layer = fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry
+            .with(layer.json().flatten_event(true).with_filter(no_frame_dumps))
+            .try_init(),
+        LogFormat::Text => registry.with(layer.with_filter(no_frame_dumps)).try_init(),
     };
+}
+
+/// lapin traces every AMQP frame it writes, and the connection's StartOk frame carries
+/// the SASL PLAIN response, password included (as a byte list). Secrets are never
+/// logged, so those events are dropped even at `trace`.
+fn dumps_frames(meta: &Metadata<'_>) -> bool {
+    *meta.level() == Level::TRACE
+        && ["lapin", "amq_protocol"]
+            .iter()
+            .any(|c| meta.target().starts_with(c))
 }

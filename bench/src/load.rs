@@ -1,0 +1,504 @@
+//! The load generator: C closed-loop clients post authentic, unique webhooks for D
+//! seconds, then the events that reached the exchange are checked against the 200s.
+//!
+//! The check queue (durable, classic or quorum, bound with `#` to the relay's exchange)
+//! is declared before the first request and read after the last one, so during the run
+//! the broker does exactly what it does for the ceiling: take persistent messages into a
+//! queue nobody is reading. In spool mode the relay is still publishing its backlog when
+//! the clients stop; the reading waits for it (until everything expected arrived, or
+//! nothing arrived for `drain_idle`).
+
+use crate::bodies::{run_seed, Generator};
+use crate::config::Source;
+use crate::procstat::{CpuWindow, Proc, Usage};
+use crate::stats::Samples;
+use crate::Result;
+use futures_util::StreamExt;
+use hookrelay_common::amqp::{self, AmqpSettings};
+use hookrelay_common::topology::{self, work_queue_arguments, QueueType};
+use lapin::options::{
+    BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::Connection;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone)]
+pub struct LoadOpts {
+    /// The relay's base URL (`http://127.0.0.1:8080`) or a full `/webhooks/<source>` URL.
+    pub url: String,
+    pub source: Source,
+    pub concurrency: usize,
+    pub duration: Duration,
+    /// The relay's pid, for CPU per event and memory.
+    pub pid: Option<u32>,
+    pub amqp: AmqpSettings,
+    /// The relay's exchange, which the check queue is bound to.
+    pub exchange: String,
+    pub queue_type: QueueType,
+    /// Skip the exactly-once check (no queue, nothing read back).
+    pub no_check: bool,
+    pub drain_idle: Duration,
+}
+
+/// What arrived at the exchange, against what the relay answered 200 for.
+#[derive(Debug, Clone, Default)]
+pub struct Check {
+    /// Distinct event ids answered 200 (`"duplicate": false`).
+    pub expected: u64,
+    /// Messages read from the check queue.
+    pub received: u64,
+    /// Expected ids that never arrived.
+    pub missing: u64,
+    /// Extra copies of an id beyond the first.
+    pub duplicates: u64,
+    /// Ids that arrived without a 200 (a 5xx or a timeout may still have been published).
+    pub unexpected: u64,
+    /// Mean size of an event's body on the wire, in bytes.
+    pub mean_event_bytes: f64,
+    /// From the end of the load to the last expected event read.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadResult {
+    pub concurrency: usize,
+    pub sent: u64,
+    /// 200 with `"duplicate": false`.
+    pub ok: u64,
+    /// 200 with `"duplicate": true` (never expected: every body is unique).
+    pub answered_duplicate: u64,
+    /// Non-200 answers by status, and transport errors.
+    pub errors: BTreeMap<String, u64>,
+    /// First request to last answer.
+    pub elapsed: Duration,
+    pub p50_us: Option<u32>,
+    pub p99_us: Option<u32>,
+    pub p999_us: Option<u32>,
+    pub max_us: Option<u32>,
+    /// Relay CPU (user + system) per accepted event, over the load and the drain.
+    pub cpu_us_per_event: Option<f64>,
+    /// Highest VmRSS sampled (every 100 ms) during the load and the drain.
+    pub peak_rss: Option<u64>,
+    /// VmHWM at the end: the peak since the relay started.
+    pub hwm: Option<u64>,
+    pub check: Option<Check>,
+    /// CPU use during the load (relay, broker, bench, everything else), in cores.
+    pub usage: Option<Usage>,
+}
+
+impl LoadResult {
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn print(&self) {
+        use crate::stats::ms;
+        println!(
+            "load: {} clients, {} requests in {:.2} s: {} accepted = {:.0} req/s",
+            self.concurrency,
+            self.sent,
+            self.elapsed.as_secs_f64(),
+            self.ok,
+            self.rate()
+        );
+        println!(
+            "latency: p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+            ms(self.p50_us),
+            ms(self.p99_us),
+            ms(self.p999_us),
+            ms(self.max_us)
+        );
+        if self.errors.is_empty() {
+            println!("errors: none");
+        } else {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            println!("errors: {}", list.join(", "));
+        }
+        if self.answered_duplicate > 0 {
+            println!(
+                "answered \"duplicate\": true: {} (unexpected: every body is unique)",
+                self.answered_duplicate
+            );
+        }
+        if let Some(c) = &self.check {
+            println!(
+                "exactly-once check: {} accepted, {} read back, missing {}, duplicates {}, \
+                 unaccepted-but-published {}; mean event {:.0} B; drained {:.2} s after the load",
+                c.expected,
+                c.received,
+                c.missing,
+                c.duplicates,
+                c.unexpected,
+                c.mean_event_bytes,
+                c.drain.as_secs_f64()
+            );
+        }
+        if let Some(u) = &self.usage {
+            println!("{}", u.describe());
+        }
+        if let Some(cpu) = self.cpu_us_per_event {
+            println!("relay CPU: {cpu:.1} µs/event");
+        }
+        if self.peak_rss.is_some() || self.hwm.is_some() {
+            println!(
+                "relay RSS: peak sampled {} MiB, VmHWM {} MiB",
+                crate::procstat::mib(self.peak_rss),
+                crate::procstat::mib(self.hwm)
+            );
+        }
+    }
+}
+
+pub fn webhook_url(url: &str, source: &str) -> String {
+    if url.contains("/webhooks/") {
+        url.to_owned()
+    } else {
+        format!("{}/webhooks/{source}", url.trim_end_matches('/'))
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    id: String,
+    #[serde(default)]
+    duplicate: bool,
+}
+
+#[derive(Default)]
+struct ClientOut {
+    samples: Samples,
+    ids: Vec<String>,
+    sent: u64,
+    answered_duplicate: u64,
+    errors: BTreeMap<String, u64>,
+    last: Option<Instant>,
+}
+
+fn header_map(pairs: &[(String, String)]) -> Result<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes())?,
+            HeaderValue::from_str(v)?,
+        );
+    }
+    Ok(map)
+}
+
+async fn client(
+    http: reqwest::Client,
+    url: Arc<str>,
+    generator: Arc<Generator>,
+    counter: Arc<AtomicU64>,
+    deadline: Instant,
+) -> Result<ClientOut> {
+    let mut out = ClientOut {
+        samples: Samples::with_capacity(1 << 14),
+        ..Default::default()
+    };
+    while Instant::now() < deadline {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let hook = generator.make(n, OffsetDateTime::now_utc());
+        let headers = header_map(&hook.headers)?;
+        let started = Instant::now();
+        out.sent += 1;
+        let sent = http
+            .post(&*url)
+            .headers(headers)
+            .body(hook.body)
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(resp) => {
+                let status = resp.status();
+                match resp.bytes().await {
+                    Ok(body) if status == reqwest::StatusCode::OK => {
+                        match serde_json::from_slice::<Answer>(&body) {
+                            Ok(a) if a.duplicate => {
+                                out.answered_duplicate += 1;
+                                None
+                            }
+                            Ok(a) => {
+                                out.ids.push(a.id);
+                                None
+                            }
+                            Err(_) => Some("200 without an event id".to_owned()),
+                        }
+                    }
+                    Ok(_) => Some(status.as_u16().to_string()),
+                    Err(_) => Some(format!("{} (body cut)", status.as_u16())),
+                }
+            }
+            Err(e) if e.is_timeout() => Some("timeout".to_owned()),
+            Err(e) if e.is_connect() => Some("connect error".to_owned()),
+            Err(_) => Some("transport error".to_owned()),
+        };
+        let done = Instant::now();
+        out.samples.record(done - started);
+        out.last = Some(done);
+        if let Some(e) = outcome {
+            *out.errors.entry(e).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Memory sampler: the highest VmRSS seen until `stop`.
+async fn sample_rss(p: Proc, stop: Arc<AtomicBool>) -> Option<u64> {
+    let mut peak = p.rss();
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(r) = p.rss() {
+            peak = Some(peak.map_or(r, |p| p.max(r)));
+        }
+    }
+    peak
+}
+
+async fn declare_check_queue(conn: &Connection, opts: &LoadOpts) -> Result<String> {
+    let ch = conn.create_channel().await?;
+    // The same declaration as the relay's (idempotent), so the binding cannot fail on a
+    // relay that has not declared it yet.
+    topology::declare_events(&ch, &opts.exchange).await?;
+    let name = format!("hookrelay.bench.check.{}", crate::short_id());
+    ch.queue_declare(
+        ShortString::from(name.as_str()),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        work_queue_arguments(opts.queue_type),
+    )
+    .await?;
+    ch.queue_bind(
+        ShortString::from(name.as_str()),
+        ShortString::from(opts.exchange.as_str()),
+        ShortString::from("#"),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let _ = ch.close(200, ShortString::from("declared")).await;
+    Ok(name)
+}
+
+/// Read the check queue until every expected id arrived (plus a short grace for late
+/// duplicates) or nothing arrived for `idle`.
+async fn read_back(
+    conn: &Connection,
+    queue: &str,
+    expected: &HashSet<String>,
+    idle: Duration,
+) -> Result<Check> {
+    let ch = conn.create_channel().await?;
+    let mut consumer = ch
+        .basic_consume(
+            ShortString::from(queue),
+            ShortString::from("hookrelay-bench-check"),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut seen: HashMap<String, u32> = HashMap::with_capacity(expected.len());
+    let mut received = 0_u64;
+    let mut bytes = 0_u64;
+    let mut found = 0_usize;
+    let mut done_at: Option<Instant> = None;
+    let grace = Duration::from_millis(300);
+    loop {
+        let wait = if found == expected.len() { grace } else { idle };
+        let next = match tokio::time::timeout(wait, consumer.next()).await {
+            Ok(Some(d)) => d?,
+            Ok(None) | Err(_) => break,
+        };
+        received += 1;
+        bytes += next.data.len() as u64;
+        let id = match next.properties.message_id() {
+            Some(id) => id.to_string(),
+            None => serde_json::from_slice::<serde_json::Value>(&next.data)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        let fresh = expected.contains(&id);
+        let count = seen.entry(id).or_default();
+        *count += 1;
+        if *count == 1 && fresh {
+            found += 1;
+            if found == expected.len() {
+                done_at = Some(Instant::now());
+            }
+        }
+    }
+    let _ = ch.close(200, ShortString::from("checked")).await;
+    let duplicates = seen.values().map(|&c| u64::from(c.saturating_sub(1))).sum();
+    let unexpected = seen.keys().filter(|id| !expected.contains(*id)).count() as u64;
+    Ok(Check {
+        expected: expected.len() as u64,
+        received,
+        missing: (expected.len() - found) as u64,
+        duplicates,
+        unexpected,
+        mean_event_bytes: if received > 0 {
+            bytes as f64 / received as f64
+        } else {
+            0.0
+        },
+        drain: done_at.unwrap_or_else(Instant::now) - started,
+    })
+}
+
+pub async fn run(opts: &LoadOpts) -> Result<LoadResult> {
+    let url: Arc<str> = Arc::from(webhook_url(&opts.url, &opts.source.name));
+    let generator = Arc::new(Generator::new(
+        opts.source.vendor,
+        opts.source.credentials.clone(),
+        run_seed(),
+    ));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+
+    let conn = if opts.no_check {
+        None
+    } else {
+        Some(amqp::connect(&opts.amqp, "hookrelay-bench load check").await?)
+    };
+    let queue = match &conn {
+        Some(c) => Some(declare_check_queue(c, opts).await?),
+        None => None,
+    };
+
+    let proc = opts.pid.map(Proc::new);
+    let stop_sampler = Arc::new(AtomicBool::new(false));
+    let sampler = proc.map(|p| tokio::spawn(sample_rss(p, stop_sampler.clone())));
+    let cpu_before = proc.and_then(|p| p.cpu());
+
+    let window = CpuWindow::start(opts.pid);
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + opts.duration;
+    let clients: Vec<_> = (0..opts.concurrency.max(1))
+        .map(|_| {
+            tokio::spawn(client(
+                http.clone(),
+                url.clone(),
+                generator.clone(),
+                counter.clone(),
+                deadline,
+            ))
+        })
+        .collect();
+    let mut result = LoadResult {
+        concurrency: opts.concurrency,
+        ..Default::default()
+    };
+    let mut samples = Samples::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut last = start;
+    for c in futures_util::future::join_all(clients).await {
+        let c = c??;
+        result.sent += c.sent;
+        result.answered_duplicate += c.answered_duplicate;
+        for (k, v) in c.errors {
+            *result.errors.entry(k).or_default() += v;
+        }
+        samples.merge(c.samples);
+        ids.extend(c.ids);
+        if let Some(l) = c.last {
+            last = last.max(l);
+        }
+    }
+    result.usage = Some(window.finish());
+    result.elapsed = last - start;
+    result.ok = ids.len() as u64;
+    result.p50_us = samples.percentile(50.0);
+    result.p99_us = samples.percentile(99.0);
+    result.p999_us = samples.percentile(99.9);
+    result.max_us = samples.max();
+
+    if let (Some(conn), Some(queue)) = (&conn, &queue) {
+        let expected: HashSet<String> = ids.iter().cloned().collect();
+        let check = read_back(conn, queue, &expected, opts.drain_idle).await;
+        let ch = conn.create_channel().await?;
+        let _ = ch
+            .queue_delete(
+                ShortString::from(queue.as_str()),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+        let _ = ch.close(200, ShortString::from("bye")).await;
+        let mut check = check?;
+        // Two 200s with the same id would also be a duplicate (the relay answered
+        // "duplicate": false twice), so count those too.
+        check.duplicates += (ids.len() - expected.len()) as u64;
+        result.check = Some(check);
+    }
+    if let Some(c) = conn {
+        let _ = c.close(200, ShortString::from("bye")).await;
+    }
+
+    if let Some(p) = proc {
+        if let (Some(before), Some(after)) = (cpu_before, p.cpu()) {
+            if result.ok > 0 {
+                result.cpu_us_per_event =
+                    Some((after - before).as_micros() as f64 / result.ok as f64);
+            }
+        }
+        stop_sampler.store(true, Ordering::Relaxed);
+        if let Some(s) = sampler {
+            result.peak_rss = s.await.ok().flatten();
+        }
+        result.hwm = p.hwm();
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_forms() {
+        assert_eq!(
+            webhook_url("http://127.0.0.1:8080/", "kommunicate"),
+            "http://127.0.0.1:8080/webhooks/kommunicate"
+        );
+        assert_eq!(
+            webhook_url("http://h:1/webhooks/acme", "kommunicate"),
+            "http://h:1/webhooks/acme"
+        );
+    }
+
+    #[test]
+    fn signed_headers_convert() {
+        let m = header_map(&[
+            ("Content-Type".into(), "application/json".into()),
+            ("X-Chatwoot-Delivery".into(), "abc".into()),
+        ])
+        .unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["x-chatwoot-delivery"], "abc");
+    }
+}

@@ -1,0 +1,302 @@
+//! `hookrelay-bench`: see BENCHMARKS.md for what each command measures and how.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hookrelay_bench::ceiling::{self, CeilingOpts};
+use hookrelay_bench::compare::{self, CompareOpts};
+use hookrelay_bench::config::RelayConfig;
+use hookrelay_bench::load::{self, LoadOpts};
+use hookrelay_bench::Result;
+use hookrelay_common::topology::QueueType;
+use hookrelay_vendors::Vendor;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "hookrelay-bench",
+    version,
+    about = "hookrelay's benchmark instrument"
+)]
+struct Cli {
+    /// The relay's configuration file (layered like the relay's: config/default.toml,
+    /// this file, HOOKRELAY__* env): broker URI, exchange, source credentials.
+    #[arg(long, env = "HOOKRELAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Tokio worker threads of the bench itself (it shares the machine with the relay
+    /// and the broker).
+    #[arg(long, default_value_t = 2, global = true)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Qt {
+    Classic,
+    Quorum,
+}
+
+impl From<Qt> for QueueType {
+    fn from(q: Qt) -> Self {
+        match q {
+            Qt::Classic => QueueType::Classic,
+            Qt::Quorum => QueueType::Quorum,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VendorArg {
+    Kommunicate,
+    Chatwoot,
+    Cometchat,
+}
+
+impl From<VendorArg> for Vendor {
+    fn from(v: VendorArg) -> Self {
+        match v {
+            VendorArg::Kommunicate => Vendor::Kommunicate,
+            VendorArg::Chatwoot => Vendor::Chatwoot,
+            VendorArg::Cometchat => Vendor::Cometchat,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Ack {
+    Broker,
+    Spool,
+}
+
+fn seconds(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim().trim_end_matches('s');
+    t.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a duration in seconds (e.g. 10 or 2.5s)"))
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The broker's ceiling: a raw lapin publisher of persistent messages with at most W
+    /// unconfirmed (or fire and forget with --no-confirms).
+    Ceiling {
+        /// Most messages unconfirmed at once (W).
+        #[arg(long, default_value_t = 64)]
+        inflight: usize,
+        #[arg(long, value_enum, default_value = "classic")]
+        queue_type: Qt,
+        /// Fire and forget: no publisher confirms.
+        #[arg(long)]
+        no_confirms: bool,
+        /// Seconds.
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        duration: Duration,
+        /// Message body size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Publishing channels (the relay's amqp.publish_channels is 2).
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
+    },
+    /// Authentic, unique webhooks against a running relay, with an exactly-once check.
+    Load {
+        /// The relay's base URL (or a full /webhooks/<source> URL).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, value_enum, default_value = "kommunicate")]
+        vendor: VendorArg,
+        /// The source name (URL segment) in the relay's config; default: the vendor's name.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds.
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        duration: Duration,
+        /// The relay's pid: adds its CPU µs per event and its memory.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The relay's exchange (default: amqp.exchange of the configuration).
+        #[arg(long)]
+        exchange: Option<String>,
+        /// Type of the check queue bound to the exchange.
+        #[arg(long, value_enum, default_value = "classic")]
+        queue_type: Qt,
+        /// No check queue, no read-back.
+        #[arg(long)]
+        no_check: bool,
+        /// Stop reading back after this long without a message (seconds).
+        #[arg(long, default_value = "5", value_parser = seconds)]
+        drain_idle: Duration,
+    },
+    /// Start the relay binary and alternate ceiling and load; prints a Markdown table.
+    Compare {
+        /// The relay binary (default: `hookrelay` next to this binary).
+        #[arg(long)]
+        relay_bin: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, value_enum, default_value = "classic")]
+        queue_type: Qt,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per ceiling run and per load run.
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        duration: Duration,
+        /// durability.ack of the relay.
+        #[arg(long, value_enum, default_value = "broker")]
+        ack: Ack,
+        #[arg(long, value_enum, default_value = "kommunicate")]
+        vendor: VendorArg,
+        /// Ceiling message size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Ceiling publishing channels.
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
+        /// Extra relay environment, KEY=VALUE (repeatable).
+        #[arg(long = "relay-env", value_name = "KEY=VALUE")]
+        relay_env: Vec<String>,
+        /// Keep the relay's temp directory (log, spool).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Delete a relay exchange a benchmark left behind (with its `.unrouted` exchange and
+    /// queue), e.g. after profiling a relay started by hand.
+    Cleanup {
+        #[arg(long)]
+        exchange: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let cfg = RelayConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Cmd::Ceiling {
+            inflight,
+            queue_type,
+            no_confirms,
+            duration,
+            size,
+            channels,
+        } => {
+            let r = ceiling::run(&CeilingOpts {
+                amqp: cfg.amqp.clone(),
+                inflight,
+                queue_type: queue_type.into(),
+                confirms: !no_confirms,
+                duration,
+                size,
+                channels,
+            })
+            .await?;
+            r.print();
+        }
+        Cmd::Load {
+            url,
+            vendor,
+            source,
+            concurrency,
+            duration,
+            pid,
+            exchange,
+            queue_type,
+            no_check,
+            drain_idle,
+        } => {
+            let vendor: Vendor = vendor.into();
+            let name = source.unwrap_or_else(|| vendor.name().to_owned());
+            let source = cfg.source(&name, Some(vendor))?;
+            let r = load::run(&LoadOpts {
+                url,
+                source,
+                concurrency,
+                duration,
+                pid,
+                amqp: cfg.amqp.clone(),
+                exchange: exchange.unwrap_or_else(|| cfg.amqp.exchange.clone()),
+                queue_type: queue_type.into(),
+                no_check,
+                drain_idle,
+            })
+            .await?;
+            r.print();
+            if let Some(c) = &r.check {
+                if c.missing > 0 || c.duplicates > 0 {
+                    return Err(format!(
+                        "exactly-once check failed: {} missing, {} duplicates",
+                        c.missing, c.duplicates
+                    )
+                    .into());
+                }
+            }
+        }
+        Cmd::Compare {
+            relay_bin,
+            concurrency,
+            queue_type,
+            rounds,
+            duration,
+            ack,
+            vendor,
+            size,
+            channels,
+            relay_env,
+            keep,
+        } => {
+            let relay_bin = match relay_bin {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .ok_or("the bench binary has no directory")?
+                    .join("hookrelay"),
+            };
+            let vendor: Vendor = vendor.into();
+            let source = cfg.source(vendor.name(), Some(vendor))?;
+            let relay_env = relay_env
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or_else(|| format!("--relay-env {kv:?} is not KEY=VALUE"))
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let report = compare::run(&CompareOpts {
+                relay_bin,
+                amqp: cfg.amqp.clone(),
+                source,
+                concurrency,
+                queue_type: queue_type.into(),
+                rounds: rounds.max(1),
+                duration,
+                ack: match ack {
+                    Ack::Broker => "broker",
+                    Ack::Spool => "spool",
+                }
+                .to_owned(),
+                size,
+                channels,
+                relay_env,
+                keep,
+            })
+            .await?;
+            println!("{}", report.markdown());
+        }
+        Cmd::Cleanup { exchange } => {
+            compare::delete_relay_topology(&cfg.amqp, &exchange).await?;
+            println!("deleted {exchange}, its alternate exchange and unrouted queue");
+        }
+    }
+    Ok(())
+}

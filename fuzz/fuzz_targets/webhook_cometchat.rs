@@ -1,0 +1,13 @@
+//! Fuzz target: one Cometchat delivery (control byte, header lines, raw body; see
+//! `hookrelay::invariants::decode`) through verify → normalize → envelope, checking
+//! every invariant in `hookrelay::invariants`. A broken invariant is a crash.
+#![no_main]
+
+use hookrelay_vendors::Vendor;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(broken) = hookrelay::invariants::run_fuzz_input(Vendor::Cometchat, data) {
+        panic!("invariant broken: {broken}");
+    }
+});

@@ -1,0 +1,485 @@
+//! The webhook path's safety invariants as one executable check, shared by the fuzz
+//! targets (`fuzz/`), the property tests and the regression tests, so all of them assert
+//! exactly the same thing on exactly the code the endpoint runs
+//! ([`crate::routes::webhook::process`]):
+//!
+//! 1. no input panics (the caller notices);
+//! 2. an accepted request had genuine credentials, judged here independently of the
+//!    vendor code, and a JSON object as its body;
+//! 3. an accepted request yields an envelope: valid JSON whose `data.raw` is the body's
+//!    bytes exactly (JSON whitespace around it aside), whose `id` and `type` are the
+//!    message's, and whose `id` is the same when the same request is processed again;
+//! 4. a rejected request yields no envelope (by type) and one of 415, 401 or 400, with
+//!    400 only for a request that was authenticated (payload details are never told to
+//!    someone without credentials).
+//!
+//! It also decodes the fuzzers' byte format ([`decode`]), so a crash file replays in the
+//! ordinary test suite.
+
+use crate::error::ApiError;
+use crate::routes::webhook::{process, Accepted};
+use crate::settings::Source;
+use actix_web::ResponseError;
+use hookrelay_common::Secret;
+use hookrelay_vendors::{chatwoot, cometchat, kommunicate, Credentials, Headers, Vendor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// The fuzzers' clock: the fixtures' world, 2026-10-14T09:21:37Z.
+pub const FUZZ_NOW: i64 = 1_791_969_697;
+
+/// The fixtures' test credentials (tests/fixtures/manifest.json).
+pub const TOKEN: &str = "abcdef";
+pub const HMAC_SECRET: &str = "test-chatwoot-webhook-secret";
+pub const BASIC_USER: &str = "relayuser";
+pub const BASIC_PASSWORD: &str = "s3cretPa55";
+pub const TOLERANCE_SECS: u64 = 300;
+
+/// Clock skews (seconds) between signing and checking that a fuzz input can pick: the
+/// edges of Chatwoot's replay window and one far outside it.
+const SKEWS: [i64; 8] = [0, 1, -1, 300, 301, -300, -301, 4_000_000_000];
+
+/// What the relay answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 200, with this routing key.
+    Accepted(String),
+    /// This status.
+    Rejected(u16),
+}
+
+/// A source of `vendor` named after it, with the fixtures' credentials (or none).
+pub fn source(vendor: Vendor, authenticated: bool) -> Source {
+    let credentials = if !authenticated {
+        Credentials::None
+    } else {
+        match vendor {
+            Vendor::Kommunicate => Credentials::Token(Secret::new(TOKEN)),
+            Vendor::Chatwoot => Credentials::Hmac {
+                secret: Secret::new(HMAC_SECRET),
+                tolerance: Some(Duration::from_secs(TOLERANCE_SECS)),
+            },
+            Vendor::Cometchat => Credentials::Basic {
+                username: Secret::new(BASIC_USER),
+                password: Secret::new(BASIC_PASSWORD),
+            },
+        }
+    };
+    Source::new(vendor.name(), vendor, credentials)
+}
+
+/// One request as the fuzzers describe it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FuzzInput {
+    /// Put the vendor's own (valid) credential headers first.
+    pub sign: bool,
+    /// The input's headers replace signed ones of the same name instead of repeating them.
+    pub replace: bool,
+    /// The source is `allow_unauthenticated`.
+    pub unauthenticated: bool,
+    /// Seconds between the signing clock and the checking clock.
+    pub skew: i64,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// The fuzzers' byte format, chosen so a seed is a control byte, a newline and a
+/// fixture file (see `fuzz/seed.sh`):
+///
+/// ```text
+/// byte 0   control: bit 0 sign, bit 1 replace, bit 2 unauthenticated, bits 3-5 skew
+/// then     header lines `name: value\n`, ended by an empty line
+/// rest     the body, verbatim
+/// ```
+pub fn decode(data: &[u8]) -> FuzzInput {
+    let Some((&control, mut rest)) = data.split_first() else {
+        return FuzzInput::default();
+    };
+    let mut headers = Vec::new();
+    loop {
+        let (line, after) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        rest = after;
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = match line.iter().position(|b| *b == b':') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, &[][..]),
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        headers.push((
+            String::from_utf8_lossy(name).trim().to_owned(),
+            value.to_vec(),
+        ));
+        if rest.is_empty() {
+            break;
+        }
+    }
+    FuzzInput {
+        sign: control & 1 != 0,
+        replace: control & 2 != 0,
+        unauthenticated: control & 4 != 0,
+        skew: SKEWS[usize::from((control >> 3) & 7)],
+        headers,
+        body: rest.to_vec(),
+    }
+}
+
+/// Decode one fuzz input for `vendor`, assemble its headers and run [`check`].
+pub fn run_fuzz_input(vendor: Vendor, data: &[u8]) -> Result<Verdict, String> {
+    let input = decode(data);
+    let source = source(vendor, !input.unauthenticated);
+    let now = OffsetDateTime::from_unix_timestamp(FUZZ_NOW).expect("a valid time");
+    let headers = assemble(&source, &input, now);
+    check(&source, &headers, &input.body, now)
+}
+
+/// The request's header list: the vendor's signed headers (when asked for, signed at
+/// `now + skew`), then the input's own.
+pub fn assemble(source: &Source, input: &FuzzInput, now: OffsetDateTime) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    if input.sign {
+        let signing_creds = match &source.credentials {
+            // An unauthenticated source still gets realistic headers.
+            Credentials::None => source_creds(source.vendor),
+            c => c.clone(),
+        };
+        let at = now
+            .checked_add(time::Duration::seconds(input.skew))
+            .unwrap_or(now);
+        for (name, value) in source.vendor.sign(&signing_creds, &input.body, at) {
+            let replaced = input.replace
+                && input
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(&name));
+            if !replaced {
+                out.push((name, value.into_bytes()));
+            }
+        }
+    }
+    out.extend(input.headers.iter().cloned());
+    out
+}
+
+fn source_creds(vendor: Vendor) -> Credentials {
+    source(vendor, true).credentials
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    vendor: String,
+    #[serde(borrow)]
+    data: EnvelopeData<'a>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeData<'a> {
+    vendor: String,
+    source: String,
+    #[serde(borrow)]
+    raw: &'a RawValue,
+}
+
+/// Run the endpoint's pure path on one request and check every invariant (module doc).
+/// `Ok` carries the verdict; `Err` says which invariant broke.
+pub fn check(
+    source: &Source,
+    header_pairs: &[(String, Vec<u8>)],
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<Verdict, String> {
+    let mut headers = Headers::new();
+    for (name, value) in header_pairs {
+        headers.push(name, value);
+    }
+    let genuine = genuine(source, &headers, body, now);
+    match process(source, &headers, body, now) {
+        Err(e) => {
+            let status = e.status_code().as_u16();
+            match (&e, genuine) {
+                (ApiError::UnsupportedMediaType, _) if headers.get("content-type").is_some() => {}
+                (ApiError::Unauthorized { .. }, _) => {}
+                // A JSON object can only lack a field the vendor always sends; any other
+                // 400 for one (an envelope failure, say) would be a bug hiding as a 400.
+                (ApiError::InvalidPayload(detail), true)
+                    if !is_object(body)
+                        || detail.starts_with("missing required field")
+                        || detail.starts_with("field `") => {}
+                _ => return Err(format!("rejected with {status} ({e}); genuine={genuine}")),
+            }
+            Ok(Verdict::Rejected(status))
+        }
+        Ok(Accepted { msg, .. }) => {
+            if !genuine {
+                return Err("accepted a request whose credentials are not genuine".into());
+            }
+            if !is_object(body) {
+                return Err("accepted a body that is not one JSON object".into());
+            }
+            let env: Envelope<'_> = serde_json::from_slice(&msg.body)
+                .map_err(|e| format!("the envelope is not the expected JSON: {e}"))?;
+            let trimmed = trim_json_ws(body);
+            if env.data.raw.get().as_bytes() != trimmed {
+                return Err("data.raw is not the body's bytes".into());
+            }
+            let vendor = source.vendor.name();
+            let expected_source = format!("/webhooks/{}", source.name);
+            let key_ok = msg
+                .routing_key
+                .strip_prefix(vendor)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|rest| {
+                    !rest.is_empty()
+                        && rest.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b)
+                        })
+                });
+            if !key_ok
+                || env.ty != msg.routing_key
+                || env.id != msg.id
+                || env.specversion != "1.0"
+                || env.source != expected_source
+                || env.vendor != vendor
+                || env.data.vendor != vendor
+                || env.data.source != *source.name
+            {
+                return Err(format!(
+                    "envelope attributes are off: type {:?}, id {:?}",
+                    env.ty, env.id
+                ));
+            }
+            // The same delivery must get the same id (the dedup window relies on it).
+            match process(source, &headers, body, now) {
+                Ok(again) if again.msg.id == msg.id => {}
+                _ => return Err("processing the same request twice changed its id".into()),
+            }
+            Ok(Verdict::Accepted(msg.routing_key))
+        }
+    }
+}
+
+fn is_object(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body).is_ok()
+}
+
+fn trim_json_ws(mut b: &[u8]) -> &[u8] {
+    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+    while b.first().is_some_and(ws) {
+        b = &b[1..];
+    }
+    while b.last().is_some_and(ws) {
+        b = &b[..b.len() - 1];
+    }
+    b
+}
+
+/// The value of `name` when it appears exactly once.
+fn unique<'a>(headers: &Headers<'a>, name: &str) -> Option<&'a [u8]> {
+    headers.get_unique(name).ok().flatten()
+}
+
+fn signed_value(signed: &[(String, String)], name: &str) -> Option<Vec<u8>> {
+    signed
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone().into_bytes())
+}
+
+/// Whether the request carries the source's credentials, decided from the vendors'
+/// contracts (VENDORS.md) and their `sign`, not from `verify`.
+fn genuine(source: &Source, headers: &Headers<'_>, body: &[u8], now: OffsetDateTime) -> bool {
+    let creds = &source.credentials;
+    match creds {
+        Credentials::None => true,
+        Credentials::Token(_) => {
+            let expected = signed_value(
+                &source.vendor.sign(creds, body, now),
+                kommunicate::AUTH_HEADER,
+            );
+            unique(headers, kommunicate::AUTH_HEADER).map(<[u8]>::to_vec) == expected
+        }
+        Credentials::Hmac { tolerance, .. } => {
+            let (Some(ts), Some(sig)) = (
+                unique(headers, chatwoot::TIMESTAMP_HEADER),
+                unique(headers, chatwoot::SIGNATURE_HEADER),
+            ) else {
+                return false;
+            };
+            let Some(secs) = std::str::from_utf8(ts)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok().filter(|s| s.to_string() == t))
+            else {
+                return false;
+            };
+            if let Some(tol) = tolerance {
+                if (i128::from(now.unix_timestamp()) - i128::from(secs)).abs()
+                    > i128::from(tol.as_secs())
+                {
+                    return false;
+                }
+            }
+            let Ok(at) = OffsetDateTime::from_unix_timestamp(secs) else {
+                return false;
+            };
+            let signed = source.vendor.sign(creds, body, at);
+            signed_value(&signed, chatwoot::SIGNATURE_HEADER).as_deref() == Some(sig)
+                && signed_value(&signed, chatwoot::TIMESTAMP_HEADER).as_deref() == Some(ts)
+        }
+        Credentials::Basic { .. } => {
+            let Some(got) = unique(headers, cometchat::AUTH_HEADER) else {
+                return false;
+            };
+            let Some(expected) = signed_value(
+                &source.vendor.sign(creds, body, now),
+                cometchat::AUTH_HEADER,
+            ) else {
+                return false;
+            };
+            // `Basic ` in any case, then the base64 with or without its padding.
+            let (scheme, b64) = (&expected[..6], &expected[6..]);
+            let unpadded = b64
+                .strip_suffix(b"==")
+                .or_else(|| b64.strip_suffix(b"="))
+                .unwrap_or(b64);
+            got.len() > 6
+                && got[..6].eq_ignore_ascii_case(scheme)
+                && (&got[6..] == b64 || &got[6..] == unpadded)
+        }
+        // A credential kind added later must be taught to this oracle.
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_splits_control_headers_and_body() {
+        let i = decode(b"\x0bX-A: 1\nb:\n\n{\"k\":1}\n");
+        assert!(i.sign && i.replace && !i.unauthenticated);
+        assert_eq!(i.skew, SKEWS[1]);
+        assert_eq!(
+            i.headers,
+            vec![("X-A".to_owned(), b"1".to_vec()), ("b".to_owned(), vec![])]
+        );
+        assert_eq!(i.body, b"{\"k\":1}\n");
+        assert_eq!(decode(b""), FuzzInput::default());
+        assert_eq!(decode(b"\x01\n{}").body, b"{}");
+        assert_eq!(decode(b"\x00no-newline").headers.len(), 1);
+    }
+
+    #[test]
+    fn a_signed_fixture_is_accepted_and_a_forged_one_refused() {
+        let body = br#"{"key":"k-1","groupId":7,"message":"hi"}"#;
+        let mut data = b"\x01\n".to_vec();
+        data.extend_from_slice(body);
+        assert_eq!(
+            run_fuzz_input(Vendor::Kommunicate, &data),
+            Ok(Verdict::Accepted("kommunicate.message.created".into()))
+        );
+        let mut forged = b"\x00authentication: Basic d3Jvbmc=\n\n".to_vec();
+        forged.extend_from_slice(body);
+        assert_eq!(
+            run_fuzz_input(Vendor::Kommunicate, &forged),
+            Ok(Verdict::Rejected(401))
+        );
+        // A stale Chatwoot signature is refused; one at the window's edge passes.
+        let cw = br#"{"event":"message_created","id":1}"#;
+        let stale = [&[0x01 | (4 << 3), b'\n'][..], cw].concat();
+        assert_eq!(
+            run_fuzz_input(Vendor::Chatwoot, &stale),
+            Ok(Verdict::Rejected(401))
+        );
+        let edge = [&[0x01 | (3 << 3), b'\n'][..], cw].concat();
+        assert!(matches!(
+            run_fuzz_input(Vendor::Chatwoot, &edge),
+            Ok(Verdict::Accepted(_))
+        ));
+    }
+
+    #[test]
+    fn the_credential_oracle_follows_the_vendor_contracts() {
+        let now = OffsetDateTime::from_unix_timestamp(FUZZ_NOW).unwrap();
+        let body = b"{}";
+        let judge = |vendor: Vendor, pairs: &[(&str, &str)]| {
+            let mut h = Headers::new();
+            for (n, v) in pairs {
+                h.push(n, v.as_bytes());
+            }
+            genuine(&source(vendor, true), &h, body, now)
+        };
+        let cw = source(Vendor::Chatwoot, true);
+        let signed = cw.vendor.sign(&cw.credentials, body, now);
+        let ts =
+            String::from_utf8(signed_value(&signed, chatwoot::TIMESTAMP_HEADER).unwrap()).unwrap();
+        let sig =
+            String::from_utf8(signed_value(&signed, chatwoot::SIGNATURE_HEADER).unwrap()).unwrap();
+        let ok = [
+            ("x-chatwoot-timestamp", ts.as_str()),
+            ("x-chatwoot-signature", sig.as_str()),
+        ];
+        assert!(judge(Vendor::Chatwoot, &ok));
+        let upper = sig.to_uppercase();
+        assert!(!judge(
+            Vendor::Chatwoot,
+            &[
+                ("x-chatwoot-timestamp", &ts),
+                ("x-chatwoot-signature", &upper)
+            ]
+        ));
+        let zero_padded = format!("0{ts}");
+        assert!(!judge(
+            Vendor::Chatwoot,
+            &[
+                ("x-chatwoot-timestamp", &zero_padded),
+                ("x-chatwoot-signature", &sig)
+            ]
+        ));
+        // relayuser:s3cretPa55 -> cmVsYXl1c2VyOnMzY3JldFBhNTU= ; any case of "Basic",
+        // padding optional; anything else is not genuine.
+        assert!(judge(
+            Vendor::Cometchat,
+            &[("authorization", "bAsIc cmVsYXl1c2VyOnMzY3JldFBhNTU")]
+        ));
+        assert!(judge(
+            Vendor::Cometchat,
+            &[("authorization", "Basic cmVsYXl1c2VyOnMzY3JldFBhNTU=")]
+        ));
+        assert!(!judge(
+            Vendor::Cometchat,
+            &[("authorization", "Basic cmVsYXl1c2VyOnMzY3JldFBhNTV=")]
+        ));
+        assert!(!judge(
+            Vendor::Cometchat,
+            &[
+                ("authorization", "Basic cmVsYXl1c2VyOnMzY3JldFBhNTU="),
+                ("authorization", "Basic cmVsYXl1c2VyOnMzY3JldFBhNTU="),
+            ]
+        ));
+        assert!(judge(
+            Vendor::Kommunicate,
+            &[("Authentication", "Basic YWJjZGVm")]
+        ));
+        assert!(!judge(
+            Vendor::Kommunicate,
+            &[("Authentication", "basic YWJjZGVm")]
+        ));
+        assert!(!judge(
+            Vendor::Kommunicate,
+            &[("Authorization", "Basic YWJjZGVm")]
+        ));
+    }
+}
