@@ -113,7 +113,7 @@ pub fn relay_like_properties(message_id: &str) -> BasicProperties {
         .with_headers(headers)
 }
 
-/// A JSON body of exactly `size` bytes (at least the 12 bytes of `{"pad":""}` + 2).
+/// A JSON body of exactly `size` bytes (at least the 10 bytes of `{"pad":""}`).
 pub fn payload(size: usize) -> Vec<u8> {
     let fill = size.saturating_sub(10);
     let mut v = Vec::with_capacity(fill + 10);

@@ -378,6 +378,49 @@ impl Report {
             ));
         }
         s.push('\n');
+        if o.ack == "spool" {
+            s.push_str(
+                "Spool mode answers after the local fsync; the broker gets the events from the \
+                 spool's publisher. What the broker had confirmed by the end of each load:\n\n\
+                 | round | accepted req/s | spool backlog at the end | confirmed by the broker /s |\n\
+                 |---:|---:|---:|---:|\n",
+            );
+            for (i, r) in self.rounds.iter().enumerate() {
+                s.push_str(&format!(
+                    "| {} | {:.0} | {} | {} |\n",
+                    i + 1,
+                    r.load.rate(),
+                    r.load
+                        .spool_backlog
+                        .map_or("-".to_owned(), |b| b.to_string()),
+                    opt_f(r.load.published_rate(), 0),
+                ));
+            }
+            s.push('\n');
+        }
+        s.push_str(
+            "Where a request's time goes (means over each load, ms): the relay's own wait \
+             for the broker's confirm (its publish_latency histogram) against the whole \
+             request as the client saw it; the rest is HTTP, parsing, signing checks, \
+             scheduling on the shared cores, and the client itself.\n\n\
+             | round | mean request | relay's mean confirm wait | rest |\n|---:|---:|---:|---:|\n",
+        );
+        for (i, r) in self.rounds.iter().enumerate() {
+            let mean = r.load.mean_us.map(|u| u / 1000.0);
+            let confirm = r.load.relay_confirm_mean_us.map(|u| u / 1000.0);
+            let rest = match (mean, confirm) {
+                (Some(m), Some(c)) if o.ack == "broker" => Some(m - c),
+                _ => None,
+            };
+            s.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                i + 1,
+                opt_f(mean, 2),
+                opt_f(confirm, 2),
+                opt_f(rest, 2)
+            ));
+        }
+        s.push('\n');
         let peak = self.rounds.iter().filter_map(|r| r.load.peak_rss).max();
         let mean_event = self
             .rounds

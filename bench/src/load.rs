@@ -82,6 +82,11 @@ pub struct LoadResult {
     pub p99_us: Option<u32>,
     pub p999_us: Option<u32>,
     pub max_us: Option<u32>,
+    pub mean_us: Option<f64>,
+    /// The relay's own mean publish-to-confirm time during the load (from its
+    /// `hookrelay_publish_latency_seconds` histogram), in microseconds: the part of a
+    /// request's latency spent waiting for the broker (broker mode).
+    pub relay_confirm_mean_us: Option<f64>,
     /// Relay CPU (user + system) per accepted event, over the load and the drain.
     pub cpu_us_per_event: Option<f64>,
     /// Highest VmRSS sampled (every 100 ms) during the load and the drain.
@@ -91,11 +96,22 @@ pub struct LoadResult {
     pub check: Option<Check>,
     /// CPU use during the load (relay, broker, bench, everything else), in cores.
     pub usage: Option<Usage>,
+    /// The relay's spool depth (from `/readyz`) when the clients stopped: accepted
+    /// events not yet confirmed by the broker (spool mode's backlog).
+    pub spool_backlog: Option<u64>,
 }
 
 impl LoadResult {
     pub fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Accepted events the broker had confirmed by the end of the load, per second (the
+    /// accepted rate minus the spool's backlog; equal to [`LoadResult::rate`] in broker
+    /// mode).
+    pub fn published_rate(&self) -> Option<f64> {
+        self.spool_backlog
+            .map(|b| self.ok.saturating_sub(b) as f64 / self.elapsed.as_secs_f64().max(1e-9))
     }
 
     pub fn error_count(&self) -> u64 {
@@ -119,6 +135,14 @@ impl LoadResult {
             ms(self.p999_us),
             ms(self.max_us)
         );
+        if let (Some(mean), Some(confirm)) = (self.mean_us, self.relay_confirm_mean_us) {
+            println!(
+                "mean request latency {:.2} ms, of which the relay's mean wait for the \
+                 broker's confirm {:.2} ms (during the load, incl. spool publishing)",
+                mean / 1000.0,
+                confirm / 1000.0
+            );
+        }
         if self.errors.is_empty() {
             println!("errors: none");
         } else {
@@ -148,6 +172,12 @@ impl LoadResult {
                 c.drain.as_secs_f64()
             );
         }
+        if let (Some(b), Some(r)) = (self.spool_backlog, self.published_rate()) {
+            println!(
+                "relay spool backlog when the load stopped: {b} events \
+                 (confirmed by the broker during the load: {r:.0}/s)"
+            );
+        }
         if let Some(u) = &self.usage {
             println!("{}", u.describe());
         }
@@ -162,6 +192,47 @@ impl LoadResult {
             );
         }
     }
+}
+
+/// The relay's base URL, from a base or a full webhook URL.
+pub fn base_url(url: &str) -> &str {
+    match url.find("/webhooks/") {
+        Some(i) => &url[..i],
+        None => url.trim_end_matches('/'),
+    }
+}
+
+/// `(sum, count)` of a Prometheus histogram in a text exposition.
+pub fn histogram_sum_count(text: &str, name: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str| {
+        let key = format!("{name}{suffix}");
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(key.as_str())?;
+            // Unlabelled series only: the next character is the separating space.
+            let v = rest.strip_prefix(' ')?;
+            v.split_whitespace().next()?.parse::<f64>().ok()
+        })
+    };
+    Some((value("_sum")?, value("_count")?))
+}
+
+async fn publish_latency(http: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    histogram_sum_count(&text, "hookrelay_publish_latency_seconds")
+}
+
+/// The spool depth reported by `/readyz`, if the relay answers.
+async fn spool_depth(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let resp = http.get(format!("{base}/readyz")).send().await.ok()?;
+    let v: serde_json::Value = resp.json().await.ok()?;
+    v.get("spool")?.get("depth")?.as_u64()
 }
 
 pub fn webhook_url(url: &str, source: &str) -> String {
@@ -395,6 +466,7 @@ pub async fn run(opts: &LoadOpts) -> Result<LoadResult> {
     let sampler = proc.map(|p| tokio::spawn(sample_rss(p, stop_sampler.clone())));
     let cpu_before = proc.and_then(|p| p.cpu());
 
+    let latency_before = publish_latency(&http, base_url(&opts.url)).await;
     let window = CpuWindow::start(opts.pid);
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -431,12 +503,22 @@ pub async fn run(opts: &LoadOpts) -> Result<LoadResult> {
         }
     }
     result.usage = Some(window.finish());
+    result.spool_backlog = spool_depth(&http, base_url(&opts.url)).await;
+    if let (Some((s0, c0)), Some((s1, c1))) = (
+        latency_before,
+        publish_latency(&http, base_url(&opts.url)).await,
+    ) {
+        if c1 > c0 {
+            result.relay_confirm_mean_us = Some((s1 - s0) / (c1 - c0) * 1e6);
+        }
+    }
     result.elapsed = last - start;
     result.ok = ids.len() as u64;
     result.p50_us = samples.percentile(50.0);
     result.p99_us = samples.percentile(99.0);
     result.p999_us = samples.percentile(99.9);
     result.max_us = samples.max();
+    result.mean_us = samples.mean();
 
     if let (Some(conn), Some(queue)) = (&conn, &queue) {
         let expected: HashSet<String> = ids.iter().cloned().collect();
@@ -489,6 +571,21 @@ mod tests {
             webhook_url("http://h:1/webhooks/acme", "kommunicate"),
             "http://h:1/webhooks/acme"
         );
+        assert_eq!(base_url("http://h:1/webhooks/acme"), "http://h:1");
+        assert_eq!(base_url("http://h:1/"), "http://h:1");
+    }
+
+    #[test]
+    fn histogram_from_metrics_text() {
+        let text = "# TYPE hookrelay_publish_latency_seconds histogram\n\
+                    hookrelay_publish_latency_seconds_sum 12.5\n\
+                    hookrelay_publish_latency_seconds_count 2500\n\
+                    hookrelay_publish_latency_seconds_bucket{le=\"0.001\"} 3\n";
+        assert_eq!(
+            histogram_sum_count(text, "hookrelay_publish_latency_seconds"),
+            Some((12.5, 2500.0))
+        );
+        assert_eq!(histogram_sum_count(text, "other"), None);
     }
 
     #[test]

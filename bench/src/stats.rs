@@ -61,6 +61,14 @@ impl Samples {
         percentile_sorted(&self.us, p)
     }
 
+    /// Mean in microseconds.
+    pub fn mean(&self) -> Option<f64> {
+        if self.us.is_empty() {
+            return None;
+        }
+        Some(self.us.iter().map(|&u| f64::from(u)).sum::<f64>() / self.us.len() as f64)
+    }
+
     pub fn max(&mut self) -> Option<u32> {
         self.sort();
         self.us.last().copied()
@@ -137,6 +145,7 @@ mod tests {
         assert_eq!(a.len(), 4);
         assert_eq!(a.percentile(50.0), Some(20));
         assert_eq!(a.max(), Some(40));
+        assert_eq!(a.mean(), Some(25.0));
         a.record_us(5);
         assert_eq!(a.percentile(1.0), Some(5));
     }

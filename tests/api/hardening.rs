@@ -566,7 +566,8 @@ async fn rate_limit_answers_429_with_retry_after_and_publishes_nothing() {
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
         text.contains(r#"hookrelay_http_requests_total{source="kommunicate",status="429"} 2"#)
-            && text.contains(r#"hookrelay_http_requests_total{source="kommunicate",status="405"} 1"#),
+            && text
+                .contains(r#"hookrelay_http_requests_total{source="kommunicate",status="405"} 1"#),
         "{text}"
     );
     app.stop().await;
