@@ -17,10 +17,28 @@ enum Slot {
     Done(Instant),
 }
 
+/// An event id as 16 bytes: ids are UUIDs, and a remembered id then costs ~50 bytes
+/// instead of two heap strings (~250 bytes), which bounds the window's memory.
+type Key = u128;
+
+fn key(id: &str) -> Key {
+    match uuid::Uuid::parse_str(id) {
+        Ok(u) => u.as_u128(),
+        Err(_) => {
+            // Not a UUID (never produced by the relay): fold a SHA-256 to 128 bits.
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(id.as_bytes());
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&d[..16]);
+            u128::from_be_bytes(b)
+        }
+    }
+}
+
 struct Inner {
-    slots: HashMap<String, Slot>,
+    slots: HashMap<Key, Slot>,
     /// Completed ids in completion order, for expiry and the size bound.
-    order: VecDeque<(Instant, String)>,
+    order: VecDeque<(Instant, Key)>,
 }
 
 pub struct Dedup {
@@ -39,7 +57,7 @@ pub enum Claim {
 
 /// Held while an event is being made durable. Dropped without success, it frees the id.
 pub struct Guard {
-    id: String,
+    id: Key,
     tx: watch::Sender<Option<bool>>,
     done: bool,
 }
@@ -77,21 +95,22 @@ impl Dedup {
 
     /// Claim `id`. Never holds the lock across an await.
     pub async fn claim(&self, id: &str) -> Claim {
+        let id = key(id);
         loop {
             let mut wait = {
                 let mut inner = self.lock();
                 let now = Instant::now();
                 self.expire(&mut inner, now);
-                match inner.slots.get(id) {
+                match inner.slots.get(&id) {
                     Some(Slot::Done(t)) if now.duration_since(*t) <= self.window => {
                         return Claim::Duplicate
                     }
                     Some(Slot::Pending(rx)) if rx.borrow().is_none() => rx.clone(),
                     _ => {
                         let (tx, rx) = watch::channel(None);
-                        inner.slots.insert(id.to_owned(), Slot::Pending(rx));
+                        inner.slots.insert(id, Slot::Pending(rx));
                         return Claim::New(Guard {
-                            id: id.to_owned(),
+                            id,
                             tx,
                             done: false,
                         });
@@ -108,8 +127,8 @@ impl Dedup {
         let now = Instant::now();
         {
             let mut inner = self.lock();
-            inner.slots.insert(guard.id.clone(), Slot::Done(now));
-            inner.order.push_back((now, guard.id.clone()));
+            inner.slots.insert(guard.id, Slot::Done(now));
+            inner.order.push_back((now, guard.id));
             self.expire(&mut inner, now);
         }
         guard.done = true;
