@@ -66,30 +66,18 @@ async fn hostile_credential_headers_are_401_and_publish_nothing() {
     let (vendor, creds) = app.credentials("chatwoot");
     let now = time::OffsetDateTime::now_utc();
     let good = vendor.sign(&creds, &w_body, now);
-    let get = |name: &str| {
-        good.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .unwrap()
-            .1
-            .clone()
-    };
-    let ts = get("x-chatwoot-timestamp");
-    let sig = get("x-chatwoot-signature");
+    let ts = signed_header(&good, "x-chatwoot-timestamp");
+    let sig = signed_header(&good, "x-chatwoot-signature");
     let hex = sig.trim_start_matches("sha256=").to_owned();
     let upper = format!("sha256={}", hex.to_uppercase());
     let truncated = format!("sha256={}", &hex[..63]);
     let no_prefix = hex.clone();
     // Validly signed, but ten years ahead: only the replay window can refuse it.
     let future = vendor.sign(&creds, &w_body, now + time::Duration::days(3650));
-    let fut = |name: &str| {
-        future
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .unwrap()
-            .1
-            .clone()
-    };
-    let (future_ts, future_sig) = (fut("x-chatwoot-timestamp"), fut("x-chatwoot-signature"));
+    let (future_ts, future_sig) = (
+        signed_header(&future, "x-chatwoot-timestamp"),
+        signed_header(&future, "x-chatwoot-signature"),
+    );
     let long_value = format!("Basic {}", "A".repeat(60_000));
     let json = ("content-type", "application/json");
     // relayuser:s3cretPa55 is the real pair; "relay:user" is not a user a Basic header

@@ -270,6 +270,16 @@ impl Tap {
     }
 }
 
+/// The value of header `name` among the headers `Vendor::sign` produced.
+pub fn signed_header(headers: &[(String, String)], name: &str) -> String {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .1
+        .clone()
+}
+
 pub fn body_json(d: &Delivery) -> Value {
     serde_json::from_slice(&d.data).expect("event is JSON")
 }

@@ -92,28 +92,11 @@ async fn forged_stale_and_missing_signatures_are_401() {
     let (vendor, creds) = app.credentials("chatwoot");
     let now = time::OffsetDateTime::now_utc();
     let good = vendor.sign(&creds, &body, now);
-    let get = |name: &str| {
-        good.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .unwrap()
-            .1
-            .clone()
-    };
-    let ts = get("x-chatwoot-timestamp");
-    let sig = get("x-chatwoot-signature");
+    let ts = signed_header(&good, "x-chatwoot-timestamp");
+    let sig = signed_header(&good, "x-chatwoot-signature");
     let stale = vendor.sign(&creds, &body, now - time::Duration::minutes(10));
-    let stale_ts = stale
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("x-chatwoot-timestamp"))
-        .unwrap()
-        .1
-        .clone();
-    let stale_sig = stale
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("x-chatwoot-signature"))
-        .unwrap()
-        .1
-        .clone();
+    let stale_ts = signed_header(&stale, "x-chatwoot-timestamp");
+    let stale_sig = signed_header(&stale, "x-chatwoot-signature");
     let mut tampered = body.clone();
     let pos = tampered.iter().position(|b| *b == b'a').unwrap();
     tampered[pos] = b'b';
