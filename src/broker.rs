@@ -10,7 +10,7 @@ use hookrelay_common::event::{APP_ID, CONTENT_TYPE};
 use hookrelay_common::topology;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -114,22 +114,26 @@ impl Broker {
             .with_headers(headers)
     }
 
-    /// Hand one message to a channel and return its confirm, without waiting for it.
-    /// `channel` picks a fixed channel (ordered publishing); `None` round-robins.
-    pub async fn start_publish(
+    fn current(&self) -> Result<Arc<Link>, PublishError> {
+        self.link.borrow().clone().ok_or(PublishError::NotConnected)
+    }
+
+    /// Publish on the link's channel `idx` (modulo the channel count) and wait for the
+    /// broker's confirm, bounded by `amqp.confirm_timeout_ms`. Only an ack without a
+    /// return is a success.
+    ///
+    /// Everything up to handing the frames to lapin happens in the future's first poll:
+    /// lapin assigns the confirm's delivery tag and queues the frames synchronously
+    /// there. A caller that polls several of these futures once each, in order, has
+    /// therefore fixed their order on the channel without waiting for any write.
+    async fn publish_on(
         &self,
+        link: &Link,
+        idx: usize,
         msg: &Outgoing,
-        channel: Option<usize>,
-    ) -> Result<(PublisherConfirm, Instant), PublishError> {
-        let link = self
-            .link
-            .borrow()
-            .clone()
-            .ok_or(PublishError::NotConnected)?;
-        let idx = channel.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
-            % link.channels.len();
+    ) -> Result<(), PublishError> {
         let started = Instant::now();
-        let confirm = link.channels[idx]
+        let confirm = link.channels[idx % link.channels.len()]
             .basic_publish(
                 ShortString::from(self.settings.exchange.as_str()),
                 ShortString::from(msg.routing_key.as_str()),
@@ -144,17 +148,6 @@ impl Broker {
             )
             .await
             .inspect_err(|_| self.poke.notify_one())?;
-        Ok((confirm, started))
-    }
-
-    /// Wait for a confirm started by [`Broker::start_publish`], bounded by
-    /// `amqp.confirm_timeout_ms`. Only an ack without a return is a success.
-    pub async fn finish_publish(
-        &self,
-        confirm: PublisherConfirm,
-        started: Instant,
-        routing_key: &str,
-    ) -> Result<(), PublishError> {
         let outcome = tokio::time::timeout(self.settings.confirm_timeout(), confirm).await;
         match outcome {
             Err(_) => Err(PublishError::Timeout),
@@ -166,7 +159,7 @@ impl Broker {
                 self.metrics
                     .publish_latency
                     .observe(started.elapsed().as_secs_f64());
-                self.metrics.published(routing_key);
+                self.metrics.published(&msg.routing_key);
                 Ok(())
             }
             Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Returned),
@@ -176,11 +169,26 @@ impl Broker {
         }
     }
 
-    /// Publish and wait for the broker's confirm.
+    /// Publish and wait for the broker's confirm, on the next channel in turn.
     pub async fn publish(&self, msg: &Outgoing) -> Result<(), PublishError> {
-        let (confirm, started) = self.start_publish(msg, None).await?;
-        self.finish_publish(confirm, started, &msg.routing_key)
-            .await
+        let link = self.current()?;
+        let idx = self.next.fetch_add(1, Ordering::Relaxed);
+        self.publish_on(&link, idx, msg).await
+    }
+
+    /// [`Broker::publish`] on a fixed channel, as an owned future. Poll it once right
+    /// away (see [`Broker::publish_on`]) and messages published this way keep the order
+    /// of those first polls, with any number of them in flight.
+    pub fn publish_ordered(
+        self: &Arc<Self>,
+        msg: Outgoing,
+        channel: usize,
+    ) -> impl std::future::Future<Output = Result<(), PublishError>> + Send + 'static {
+        let broker = self.clone();
+        async move {
+            let link = broker.current()?;
+            broker.publish_on(&link, channel, &msg).await
+        }
     }
 
     async fn establish(

@@ -10,10 +10,12 @@ use crate::metrics::Metrics;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 
@@ -174,12 +176,10 @@ impl Spool {
         }
     }
 
-    /// As [`Spool::remove`], returning once the deletion is committed (so a later read
-    /// cannot see, and republish, what was just confirmed).
+    /// As [`Spool::remove`], returning once the deletion is committed, together with
+    /// every removal sent before it (so a later read cannot see, and republish, what was
+    /// confirmed). With no `seqs` it is only that barrier.
     pub async fn remove_committed(&self, seqs: Vec<u64>) {
-        if seqs.is_empty() {
-            return;
-        }
         let (tx, rx) = oneshot::channel();
         if self.send(Cmd::Remove(seqs, Some(tx))).is_ok() {
             let _ = rx.await;
@@ -436,22 +436,23 @@ async fn drain_pass(
             })?;
             exhausted = batch.len() < want;
             for (seq, msg) in batch {
-                match broker.start_publish(&msg, Some(0)).await {
-                    Ok((confirm, started)) => {
-                        cursor = Some(seq);
-                        let broker = broker.clone();
-                        pending.push_back(async move {
-                            let r = broker
-                                .finish_publish(confirm, started, &msg.routing_key)
-                                .await;
-                            (seq, r)
-                        });
-                    }
-                    Err(e) => {
+                // The first poll queues the frames (see `Broker::publish_on`), so the
+                // channel sees the spool's order without a wait per message.
+                let mut publish = Box::pin(broker.publish_ordered(msg, 0));
+                let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
+                let early = match first {
+                    Poll::Ready(Err(e)) => {
                         failure = Some(e);
                         break;
                     }
-                }
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Pending => false,
+                };
+                cursor = Some(seq);
+                pending.push_back(async move {
+                    let r = if early { Ok(()) } else { publish.await };
+                    (seq, r)
+                });
             }
         }
         if pending.is_empty() {
@@ -529,6 +530,39 @@ mod tests {
         assert_eq!(ids, (3..10).map(|i| format!("id-{i}")).collect::<Vec<_>>());
         assert_eq!(rows[0].1, msg(3));
         assert_eq!(spool.oldest_timestamp(), 1_700_000_003);
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_empty_committed_removal_is_a_barrier_for_earlier_removals() {
+        // The drainer sends confirmed seqs in batches without waiting, then ends its pass
+        // with `remove_committed` of whatever is left, possibly nothing. The next pass
+        // reads from the start: it must not see (and republish) the earlier batches.
+        let dir = tmpdir("barrier");
+        let spool = Spool::open(&dir, 1 << 26).unwrap();
+        let mut tasks = vec![];
+        for i in 0..2048 {
+            let s = spool.clone();
+            tasks.push(tokio::spawn(
+                async move { s.append(&msg(i)).await.unwrap() },
+            ));
+        }
+        let mut seqs = vec![];
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort();
+        for chunk in seqs.chunks(64) {
+            spool.remove(chunk.to_vec());
+        }
+        spool.remove_committed(Vec::new()).await;
+        let left = spool.read_after(None, 4096).unwrap();
+        assert!(
+            left.is_empty(),
+            "{} removed entries still readable",
+            left.len()
+        );
+        assert_eq!(spool.depth(), 0);
         spool.close().await;
     }
 
