@@ -6,7 +6,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -23,6 +33,11 @@ pub struct Metrics {
     pub spool_oldest_age: Gauge<f64, AtomicU64>,
     pub broker_connected: Gauge,
     pub reconnects: Counter,
+    /// Handles of the labelled counters already created, found by borrowed label
+    /// values: counting a request or a publish allocates nothing once its labels were
+    /// seen (the family's own lookup needs an owned label set per call).
+    request_handles: RwLock<HashMap<String, HashMap<u16, Counter>>>,
+    published_handles: RwLock<HashMap<String, Counter>>,
 }
 
 impl Default for Metrics {
@@ -115,22 +130,48 @@ impl Metrics {
             spool_oldest_age,
             broker_connected,
             reconnects,
+            request_handles: RwLock::default(),
+            published_handles: RwLock::default(),
         }
     }
 
     pub fn request(&self, source: &str, status: u16) {
-        self.requests
-            .get_or_create(&vec![
-                ("source", source.to_owned()),
-                ("status", status.to_string()),
-            ])
-            .inc();
+        if let Some(c) = read(&self.request_handles)
+            .get(source)
+            .and_then(|by_status| by_status.get(&status))
+        {
+            c.inc();
+            return;
+        }
+        {
+            let c = self
+                .requests
+                .get_or_create(&vec![
+                    ("source", source.to_owned()),
+                    ("status", status.to_string()),
+                ])
+                .clone();
+            write(&self.request_handles)
+                .entry(source.to_owned())
+                .or_default()
+                .insert(status, c.clone());
+            c.inc();
+        }
     }
 
     pub fn published(&self, routing_key: &str) {
-        self.published
-            .get_or_create(&vec![("routing_key", routing_key.to_owned())])
-            .inc();
+        if let Some(c) = read(&self.published_handles).get(routing_key) {
+            c.inc();
+            return;
+        }
+        {
+            let c = self
+                .published
+                .get_or_create(&vec![("routing_key", routing_key.to_owned())])
+                .clone();
+            write(&self.published_handles).insert(routing_key.to_owned(), c.clone());
+            c.inc();
+        }
     }
 
     pub fn duplicate(&self, source: &str) {

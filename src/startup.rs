@@ -131,14 +131,23 @@ impl Application {
         let port = listener.local_addr()?.port();
         let data = web::Data::from(relay.clone());
         let limits = web::Data::new(Limits::new(&settings));
+        let names: Vec<Arc<str>> = relay.sources.values().map(|s| s.name.clone()).collect();
         let mut server = HttpServer::new(move || {
-            App::new()
+            let mut app = App::new()
                 .app_data(data.clone())
                 .app_data(limits.clone())
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
-                .route("/metrics", web::get().to(routes::metrics::metrics))
-                .service(web::resource("/webhooks/{source}").to(routes::webhook::webhook))
+                .route("/metrics", web::get().to(routes::metrics::metrics));
+            // One static route per configured source (matched by comparing strings), and
+            // the pattern only for names that are not configured (404).
+            for name in &names {
+                app = app.service(
+                    web::resource(format!("/webhooks/{name}"))
+                        .to(routes::webhook::webhook_for(name.clone())),
+                );
+            }
+            app.service(web::resource("/webhooks/{source}").to(routes::webhook::webhook))
                 .default_service(web::to(not_found))
         })
         // Shutdown is an input of `run_until_stopped`, not actix's own signal handling.

@@ -19,10 +19,14 @@ use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use hookrelay_vendors::Headers;
-use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+/// `/webhooks/{source}` for a name that is not a configured source (configured ones
+/// have static routes, see [`webhook_for`]): 404.
 pub async fn webhook(
     req: HttpRequest,
     path: web::Path<String>,
@@ -30,8 +34,32 @@ pub async fn webhook(
     relay: web::Data<Relay>,
     limits: web::Data<Limits>,
 ) -> HttpResponse {
-    let name = path.into_inner();
-    let Some(source) = relay.sources.get(&name) else {
+    serve(&path.into_inner(), req, payload, relay, limits).await
+}
+
+/// The handler of one configured source's static route `/webhooks/<name>`: a string
+/// comparison in the router instead of a pattern match per request.
+pub fn webhook_for(
+    name: Arc<str>,
+) -> impl Fn(HttpRequest, web::Payload, web::Data<Relay>, web::Data<Limits>) -> Answering + Clone + 'static
+{
+    move |req, payload, relay, limits| {
+        let name = name.clone();
+        Box::pin(async move { serve(&name, req, payload, relay, limits).await })
+    }
+}
+
+/// The future a source's static route answers with.
+pub type Answering = Pin<Box<dyn Future<Output = HttpResponse>>>;
+
+async fn serve(
+    name: &str,
+    req: HttpRequest,
+    payload: web::Payload,
+    relay: web::Data<Relay>,
+    limits: web::Data<Limits>,
+) -> HttpResponse {
+    let Some(source) = relay.sources.get(name) else {
         // Unknown names are not used as a metric label: that would let anyone grow it.
         relay.metrics.request("unknown", 404);
         return ApiError::UnknownSource.error_response();
@@ -115,6 +143,15 @@ async fn read_body(
         .map_err(|_| ApiError::RequestTimeout)?
 }
 
+/// The usual answer to an accepted request.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    duplicate: bool,
+}
+
 /// What an accepted request becomes: the message to make durable, and the body a
 /// synchronous vendor expects instead of the usual answer (CometChat `before_message`).
 #[derive(Debug)]
@@ -166,7 +203,7 @@ async fn handle(
         return Err(ApiError::MethodNotAllowed);
     }
     let body = read_body(req, payload, relay.max_body_bytes, body_deadline).await?;
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
         headers.push(name.as_str(), value.as_bytes());
     }
@@ -174,11 +211,11 @@ async fn handle(
 
     let answer = |duplicate: bool| match &reply {
         Some(obj) => HttpResponse::Ok().json(obj),
-        None => HttpResponse::Ok().json(json!({
-            "id": msg.id,
-            "type": msg.routing_key,
-            "duplicate": duplicate,
-        })),
+        None => HttpResponse::Ok().json(Answer {
+            id: &msg.id,
+            ty: &msg.routing_key,
+            duplicate,
+        }),
     };
     match relay.dedup.claim(&msg.id).await {
         Claim::Duplicate => {

@@ -19,6 +19,7 @@ pub mod util;
 
 use hookrelay_common::event::{Contact, Conversation, Message};
 use hookrelay_common::Secret;
+use std::borrow::Cow;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -26,7 +27,7 @@ use time::OffsetDateTime;
 /// repeated credential header is an attack, not something to pick from).
 #[derive(Debug, Default, Clone)]
 pub struct Headers<'a> {
-    pairs: Vec<(String, &'a [u8])>,
+    pairs: Vec<(Cow<'a, str>, &'a [u8])>,
 }
 
 /// A header that must appear at most once appeared more than once.
@@ -38,8 +39,23 @@ impl<'a> Headers<'a> {
         Self::default()
     }
 
-    pub fn push(&mut self, name: &str, value: &'a [u8]) {
-        self.pairs.push((name.to_ascii_lowercase(), value));
+    /// Room for `n` headers without growing.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            pairs: Vec::with_capacity(n),
+        }
+    }
+
+    /// Add one header. A name that is already lower case (as every name from the HTTP
+    /// server is) is borrowed, not copied.
+    pub fn push<N: AsRef<str> + ?Sized>(&mut self, name: &'a N, value: &'a [u8]) {
+        let name = name.as_ref();
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
+        self.pairs.push((name, value));
     }
 
     /// The first value of `name` (case-insensitive), if any.
