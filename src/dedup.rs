@@ -9,11 +9,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 enum Slot {
-    /// Being made durable; the watch turns `Some(true)` on success, `Some(false)` on failure.
-    Pending(watch::Receiver<Option<bool>>),
+    /// Being made durable by the holder of a [`Guard`].
+    Pending,
     Done(Instant),
 }
 
@@ -45,20 +45,25 @@ pub struct Dedup {
     window: Duration,
     max_entries: usize,
     inner: Mutex<Inner>,
+    /// Wakes copies waiting on a pending id whenever any pending id is settled (rare:
+    /// only concurrent copies of one event wait), so a claim allocates nothing for them.
+    settled: Notify,
 }
 
 /// What to do with an id.
-pub enum Claim {
-    /// First sighting: process it, then call [`Guard::succeeded`].
-    New(Guard),
+pub enum Claim<'d> {
+    /// First sighting: process it, then call [`Dedup::succeeded`].
+    New(Guard<'d>),
     /// Already accepted within the window.
     Duplicate,
 }
 
-/// Held while an event is being made durable. Dropped without success, it frees the id.
-pub struct Guard {
+/// Held while an event is being made durable. Dropped without success (the request
+/// was dropped mid-way: client gone, shutdown), it frees the id and wakes any waiting
+/// copy, which then processes the event itself.
+pub struct Guard<'d> {
+    dedup: &'d Dedup,
     id: Key,
-    tx: watch::Sender<Option<bool>>,
     done: bool,
 }
 
@@ -71,6 +76,7 @@ impl Dedup {
                 slots: HashMap::new(),
                 order: VecDeque::new(),
             }),
+            settled: Notify::new(),
         }
     }
 
@@ -94,10 +100,10 @@ impl Dedup {
     }
 
     /// Claim `id`. Never holds the lock across an await.
-    pub async fn claim(&self, id: &str) -> Claim {
+    pub async fn claim(&self, id: &str) -> Claim<'_> {
         let id = key(id);
         loop {
-            let mut wait = {
+            let settled = {
                 let mut inner = self.lock();
                 let now = Instant::now();
                 self.expire(&mut inner, now);
@@ -105,25 +111,27 @@ impl Dedup {
                     Some(Slot::Done(t)) if now.duration_since(*t) <= self.window => {
                         return Claim::Duplicate
                     }
-                    Some(Slot::Pending(rx)) if rx.borrow().is_none() => rx.clone(),
+                    // Created under the lock, so a settlement after it is not missed
+                    // (`notify_waiters` reaches every `Notified` created before it).
+                    Some(Slot::Pending) => self.settled.notified(),
                     _ => {
-                        let (tx, rx) = watch::channel(None);
-                        inner.slots.insert(id, Slot::Pending(rx));
+                        inner.slots.insert(id, Slot::Pending);
                         return Claim::New(Guard {
+                            dedup: self,
                             id,
-                            tx,
                             done: false,
                         });
                     }
                 }
             };
-            // Another request holds this id: wait for its outcome, then look again.
-            let _ = wait.wait_for(|v| v.is_some()).await;
+            // Another request holds this id: wait until some pending id settles, then
+            // look again.
+            settled.await;
         }
     }
 
     /// Record success: the id is now a duplicate for `window`.
-    pub fn succeeded(&self, mut guard: Guard) {
+    pub fn succeeded(&self, mut guard: Guard<'_>) {
         let now = Instant::now();
         {
             let mut inner = self.lock();
@@ -132,12 +140,12 @@ impl Dedup {
             self.expire(&mut inner, now);
         }
         guard.done = true;
-        let _ = guard.tx.send(Some(true));
+        self.settled.notify_waiters();
     }
 
     /// Forget a failed claim so a retry is processed (also what dropping a guard does).
-    pub fn failed(&self, guard: Guard) {
-        guard_release(self, guard);
+    pub fn failed(&self, guard: Guard<'_>) {
+        drop(guard);
     }
 
     pub fn len(&self) -> usize {
@@ -149,23 +157,16 @@ impl Dedup {
     }
 }
 
-fn guard_release(dedup: &Dedup, mut guard: Guard) {
-    {
-        let mut inner = dedup.lock();
-        if matches!(inner.slots.get(&guard.id), Some(Slot::Pending(_))) {
-            inner.slots.remove(&guard.id);
-        }
-    }
-    guard.done = true;
-    let _ = guard.tx.send(Some(false));
-}
-
-impl Drop for Guard {
+impl Drop for Guard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            // The request was dropped mid-way (client gone, shutdown): wake waiters so
-            // they retry; the dangling Pending slot is replaced on their next claim.
-            let _ = self.tx.send(Some(false));
+            {
+                let mut inner = self.dedup.lock();
+                if matches!(inner.slots.get(&self.id), Some(Slot::Pending)) {
+                    inner.slots.remove(&self.id);
+                }
+            }
+            self.dedup.settled.notify_waiters();
         }
     }
 }
@@ -210,6 +211,29 @@ mod tests {
         );
         d.succeeded(g);
         assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_first_lets_the_waiting_copy_process_it() {
+        let d = std::sync::Arc::new(Dedup::new(Duration::from_secs(60), 10));
+        let Claim::New(g) = d.claim("a").await else {
+            panic!()
+        };
+        let d2 = d.clone();
+        let waiter = tokio::spawn(async move {
+            match d2.claim("a").await {
+                Claim::New(g) => {
+                    d2.succeeded(g);
+                    true
+                }
+                Claim::Duplicate => false,
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(g);
+        assert!(waiter.await.unwrap(), "the copy must take over the id");
+        assert!(matches!(d.claim("a").await, Claim::Duplicate));
     }
 
     #[tokio::test]
