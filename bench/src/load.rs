@@ -13,21 +13,26 @@ use crate::config::Source;
 use crate::procstat::{CpuWindow, Proc, Usage};
 use crate::stats::Samples;
 use crate::Result;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use hookrelay_common::amqp::{self, AmqpSettings};
 use hookrelay_common::topology::{self, work_queue_arguments, QueueType};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper_util::rt::TokioIo;
 use lapin::options::{
     BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::Connection;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+use tokio::net::TcpStream;
 
 #[derive(Debug, Clone)]
 pub struct LoadOpts {
@@ -260,20 +265,95 @@ struct ClientOut {
     last: Option<Instant>,
 }
 
-fn header_map(pairs: &[(String, String)]) -> Result<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(pairs.len());
+/// Where the clients post: the relay's address and the request target.
+#[derive(Debug, Clone)]
+struct Target {
+    /// `host:port`, for the TCP connection and the Host header.
+    authority: String,
+    /// `/webhooks/<source>` (and any query).
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self> {
+        let uri: hyper::Uri = url.parse()?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("load posts plain HTTP/1.1; not an http:// URL: {url}").into());
+        }
+        let authority = uri.authority().ok_or_else(|| format!("no host in {url}"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(Self {
+            authority: format!("{}:{port}", authority.host()),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        })
+    }
+}
+
+/// A POST of `body` to the target with the webhook's own headers.
+fn build_request(
+    target: &Target,
+    pairs: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<hyper::Request<Full<Bytes>>> {
+    let mut request = hyper::Request::post(target.path.as_str())
+        .header(hyper::header::HOST, target.authority.as_str())
+        .body(Full::new(Bytes::from(body)))?;
+    let headers = request.headers_mut();
     for (k, v) in pairs {
-        map.append(
+        headers.append(
             HeaderName::from_bytes(k.as_bytes())?,
             HeaderValue::from_str(v)?,
         );
     }
-    Ok(map)
+    Ok(request)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+type Driver = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
+async fn open(target: &Target) -> std::io::Result<(Sender, Driver)> {
+    let stream = TcpStream::connect(&target.authority).await?;
+    stream.set_nodelay(true)?;
+    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// One HTTP exchange on `sender`, with the connection driven in the same task (no
+/// hand-off to a connection task per request: the load generator shares the cores with
+/// what it measures, so it should cost as little as it can).
+async fn exchange(
+    sender: &mut Sender,
+    driver: &mut Pin<Box<Driver>>,
+    request: hyper::Request<Full<Bytes>>,
+) -> std::result::Result<(hyper::StatusCode, Bytes), &'static str> {
+    let work = async {
+        sender.ready().await.map_err(|_| "transport error")?;
+        let resp = sender
+            .send_request(request)
+            .await
+            .map_err(|_| "transport error")?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| "body cut")?
+            .to_bytes();
+        Ok((status, body))
+    };
+    let timed = tokio::time::timeout(Duration::from_secs(30), work);
+    tokio::select! {
+        r = timed => r.unwrap_or(Err("timeout")),
+        // The connection ended (closed by the relay, or an error) before the answer.
+        _ = driver.as_mut() => Err("transport error"),
+    }
 }
 
 async fn client(
-    http: reqwest::Client,
-    url: Arc<str>,
+    target: Arc<Target>,
     generator: Arc<Generator>,
     counter: Arc<AtomicU64>,
     deadline: Instant,
@@ -282,42 +362,47 @@ async fn client(
         samples: Samples::with_capacity(1 << 14),
         ..Default::default()
     };
+    let mut conn: Option<(Sender, Pin<Box<Driver>>)> = None;
     while Instant::now() < deadline {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let hook = generator.make(n, OffsetDateTime::now_utc());
-        let headers = header_map(&hook.headers)?;
+        let request = build_request(&target, &hook.headers, hook.body)?;
         let started = Instant::now();
         out.sent += 1;
-        let sent = http
-            .post(&*url)
-            .headers(headers)
-            .body(hook.body)
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(resp) => {
-                let status = resp.status();
-                match resp.bytes().await {
-                    Ok(body) if status == reqwest::StatusCode::OK => {
-                        match serde_json::from_slice::<Answer>(&body) {
-                            Ok(a) if a.duplicate => {
-                                out.answered_duplicate += 1;
-                                None
-                            }
-                            Ok(a) => {
-                                out.ids.push(a.id);
-                                None
-                            }
-                            Err(_) => Some("200 without an event id".to_owned()),
-                        }
-                    }
-                    Ok(_) => Some(status.as_u16().to_string()),
-                    Err(_) => Some(format!("{} (body cut)", status.as_u16())),
+        let outcome = match &mut conn {
+            Some(_) => None,
+            None => match open(&target).await {
+                Ok((s, d)) => {
+                    conn = Some((s, Box::pin(d)));
+                    None
                 }
-            }
-            Err(e) if e.is_timeout() => Some("timeout".to_owned()),
-            Err(e) if e.is_connect() => Some("connect error".to_owned()),
-            Err(_) => Some("transport error".to_owned()),
+                Err(_) => Some("connect error".to_owned()),
+            },
+        };
+        let outcome = match (outcome, &mut conn) {
+            (Some(e), _) => Some(e),
+            (None, None) => Some("connect error".to_owned()),
+            (None, Some((sender, driver))) => match exchange(sender, driver, request).await {
+                Ok((status, body)) if status == hyper::StatusCode::OK => {
+                    match serde_json::from_slice::<Answer>(&body) {
+                        Ok(a) if a.duplicate => {
+                            out.answered_duplicate += 1;
+                            None
+                        }
+                        Ok(a) => {
+                            out.ids.push(a.id);
+                            None
+                        }
+                        Err(_) => Some("200 without an event id".to_owned()),
+                    }
+                }
+                Ok((status, _)) => Some(status.as_u16().to_string()),
+                Err(e) => {
+                    // A broken or timed-out connection is not reused.
+                    conn = None;
+                    Some(e.to_owned())
+                }
+            },
         };
         let done = Instant::now();
         out.samples.record(done - started);
@@ -439,7 +524,7 @@ async fn read_back(
 }
 
 pub async fn run(opts: &LoadOpts) -> Result<LoadResult> {
-    let url: Arc<str> = Arc::from(webhook_url(&opts.url, &opts.source.name));
+    let target = Arc::new(Target::parse(&webhook_url(&opts.url, &opts.source.name))?);
     let generator = Arc::new(Generator::new(
         opts.source.vendor,
         opts.source.credentials.clone(),
@@ -474,8 +559,7 @@ pub async fn run(opts: &LoadOpts) -> Result<LoadResult> {
     let clients: Vec<_> = (0..opts.concurrency.max(1))
         .map(|_| {
             tokio::spawn(client(
-                http.clone(),
-                url.clone(),
+                target.clone(),
                 generator.clone(),
                 counter.clone(),
                 deadline,
@@ -589,13 +673,28 @@ mod tests {
     }
 
     #[test]
-    fn signed_headers_convert() {
-        let m = header_map(&[
-            ("Content-Type".into(), "application/json".into()),
-            ("X-Chatwoot-Delivery".into(), "abc".into()),
-        ])
+    fn requests_carry_the_target_and_the_signed_headers() {
+        let target = Target::parse("http://127.0.0.1:8080/webhooks/chatwoot").unwrap();
+        assert_eq!(target.authority, "127.0.0.1:8080");
+        assert_eq!(target.path, "/webhooks/chatwoot");
+        assert_eq!(
+            Target::parse("http://h/webhooks/x").unwrap().authority,
+            "h:80"
+        );
+        assert!(Target::parse("https://h/webhooks/x").is_err());
+        let req = build_request(
+            &target,
+            &[
+                ("Content-Type".into(), "application/json".into()),
+                ("X-Chatwoot-Delivery".into(), "abc".into()),
+            ],
+            b"{}".to_vec(),
+        )
         .unwrap();
-        assert_eq!(m.len(), 2);
-        assert_eq!(m["x-chatwoot-delivery"], "abc");
+        assert_eq!(req.method(), hyper::Method::POST);
+        assert_eq!(req.uri(), "/webhooks/chatwoot");
+        assert_eq!(req.headers()["host"], "127.0.0.1:8080");
+        assert_eq!(req.headers()["x-chatwoot-delivery"], "abc");
+        assert_eq!(req.headers().len(), 3);
     }
 }
