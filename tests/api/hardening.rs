@@ -496,6 +496,7 @@ async fn max_connections_makes_extra_connections_wait_not_fail() {
     assert!(waited < Duration::from_secs(5), "served after {waited:?}");
     drop(idle);
     app.stop().await;
+    remove_relay_topology(&cfg.exchange).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,30 +171,42 @@ pub struct Tap {
 }
 
 impl Drop for Tap {
-    /// Remove what the test's relay declared durably (its exchange, the alternate
-    /// exchange and the unrouted queue), so repeated runs leave the broker clean.
+    /// Remove what the test's relay declared durably, so repeated runs leave the broker
+    /// clean.
     fn drop(&mut self) {
         let ex = self.exchange.clone();
-        let unrouted = topology::unrouted_name(&ex);
-        let Ok(ch) = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(self.conn.create_channel())
-        }) else {
-            return;
-        };
         tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(async {
-                let _ = ch
-                    .queue_delete(unrouted.as_str().into(), Default::default())
-                    .await;
-                let _ = ch
-                    .exchange_delete(unrouted.as_str().into(), Default::default())
-                    .await;
-                let _ = ch
-                    .exchange_delete(ex.as_str().into(), Default::default())
-                    .await;
+                remove_topology_on(&self.conn, &ex).await;
                 let _ = self.conn.close(200, "bye".into()).await;
             })
         });
+    }
+}
+
+/// Delete a test relay's exchange, its alternate exchange and its unrouted queue.
+async fn remove_topology_on(conn: &Connection, exchange: &str) {
+    let unrouted = topology::unrouted_name(exchange);
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    let _ = ch
+        .queue_delete(unrouted.as_str().into(), Default::default())
+        .await;
+    let _ = ch
+        .exchange_delete(unrouted.as_str().into(), Default::default())
+        .await;
+    let _ = ch
+        .exchange_delete(exchange.into(), Default::default())
+        .await;
+}
+
+/// For a test without a [`Tap`] (which does this when dropped): remove what its relay
+/// declared, once the relay has stopped.
+pub async fn remove_relay_topology(exchange: &str) {
+    if let Ok(conn) = Connection::connect(BROKER, ConnectionProperties::default()).await {
+        remove_topology_on(&conn, exchange).await;
+        let _ = conn.close(200, "bye".into()).await;
     }
 }
 
