@@ -517,6 +517,22 @@ mod tests {
         }
     }
 
+    /// `n` appends at once, each from its own task; their seqs, sorted.
+    async fn append_concurrently(spool: &Arc<Spool>, n: u64) -> Vec<u64> {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let s = spool.clone();
+                tokio::spawn(async move { s.append(&msg(i)).await.unwrap() })
+            })
+            .collect();
+        let mut seqs = vec![];
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort();
+        seqs
+    }
+
     fn tmpdir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!(
             "hookrelay-spool-{tag}-{}-{}",
@@ -556,18 +572,7 @@ mod tests {
         // reads from the start: it must not see (and republish) the earlier batches.
         let dir = tmpdir("barrier");
         let spool = Spool::open(&dir, 1 << 26).unwrap();
-        let mut tasks = vec![];
-        for i in 0..2048 {
-            let s = spool.clone();
-            tasks.push(tokio::spawn(
-                async move { s.append(&msg(i)).await.unwrap() },
-            ));
-        }
-        let mut seqs = vec![];
-        for t in tasks {
-            seqs.push(t.await.unwrap());
-        }
-        seqs.sort();
+        let seqs = append_concurrently(&spool, 2048).await;
         for chunk in seqs.chunks(64) {
             spool.remove(chunk.to_vec());
         }
@@ -598,18 +603,7 @@ mod tests {
     async fn concurrent_appends_share_commits_and_all_land() {
         let dir = tmpdir("group");
         let spool = Spool::open(&dir, 1 << 24).unwrap();
-        let mut tasks = vec![];
-        for i in 0..200 {
-            let s = spool.clone();
-            tasks.push(tokio::spawn(
-                async move { s.append(&msg(i)).await.unwrap() },
-            ));
-        }
-        let mut seqs = vec![];
-        for t in tasks {
-            seqs.push(t.await.unwrap());
-        }
-        seqs.sort();
+        let mut seqs = append_concurrently(&spool, 200).await;
         seqs.dedup();
         assert_eq!(seqs.len(), 200);
         assert_eq!(spool.depth(), 200);
