@@ -199,10 +199,7 @@ pub fn check(
     body: &[u8],
     now: OffsetDateTime,
 ) -> Result<Verdict, String> {
-    let mut headers = Headers::new();
-    for (name, value) in header_pairs {
-        headers.push(name, value);
-    }
+    let headers = Headers::from_pairs(header_pairs);
     let genuine = genuine(source, &headers, body, now);
     match process(source, &headers, body, now) {
         Err(e) => {
@@ -415,10 +412,7 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(FUZZ_NOW).unwrap();
         let body = b"{}";
         let judge = |vendor: Vendor, pairs: &[(&str, &str)]| {
-            let mut h = Headers::new();
-            for (n, v) in pairs {
-                h.push(n, v.as_bytes());
-            }
+            let h = Headers::from_pairs(pairs);
             genuine(&source(vendor, true), &h, body, now)
         };
         let cw = source(Vendor::Chatwoot, true);

@@ -29,10 +29,7 @@ fn generated_bodies_verify_normalize_and_are_distinct() {
         let mut deliveries = HashSet::new();
         for n in 0..200 {
             let hook = generator.make(n, now);
-            let mut headers = Headers::new();
-            for (k, v) in &hook.headers {
-                headers.push(k, v.as_bytes());
-            }
+            let headers = Headers::from_pairs(&hook.headers);
             let verified = vendor
                 .verify(&check_creds, &headers, &hook.body, now)
                 .unwrap_or_else(|e| panic!("{}: request {n} not authentic: {e}", vendor.name()));

@@ -560,11 +560,7 @@ mod tests {
     }
 
     fn headers<'a>(pairs: &'a [(&'a str, String)]) -> Headers<'a> {
-        let mut h = Headers::new();
-        for (n, v) in pairs {
-            h.push(n, v.as_bytes());
-        }
-        h
+        Headers::from_pairs(pairs)
     }
 
     #[test]

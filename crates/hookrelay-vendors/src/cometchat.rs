@@ -531,10 +531,7 @@ mod tests {
     }
 
     fn check_with(creds: &Credentials, pairs: &[(&str, &str)]) -> Result<(), AuthError> {
-        let mut h = Headers::new();
-        for (n, v) in pairs {
-            h.push(n, v.as_bytes());
-        }
+        let h = Headers::from_pairs(pairs);
         verify(creds, &h, b"{}", now())
     }
 

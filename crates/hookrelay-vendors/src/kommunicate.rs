@@ -153,10 +153,7 @@ mod tests {
     }
 
     fn check(pairs: &[(&str, &str)]) -> Result<(), AuthError> {
-        let mut h = Headers::new();
-        for (n, v) in pairs {
-            h.push(n, v.as_bytes());
-        }
+        let h = Headers::from_pairs(pairs);
         verify(&creds(), &h, b"{}", now())
     }
 
@@ -227,10 +224,7 @@ mod tests {
     fn sign_matches_verify() {
         let headers = sign(&creds(), b"{}", now());
         assert!(headers.contains(&("Authentication".into(), "Basic YWJjZGVm".into())));
-        let mut h = Headers::new();
-        for (n, v) in &headers {
-            h.push(n, v.as_bytes());
-        }
+        let h = Headers::from_pairs(&headers);
         assert_eq!(verify(&creds(), &h, b"{}", now()), Ok(()));
         assert_eq!(
             sign(&Credentials::None, b"{}", now()),

@@ -46,6 +46,19 @@ impl<'a> Headers<'a> {
         }
     }
 
+    /// Headers from (name, value) pairs, in order.
+    pub fn from_pairs<N, V>(pairs: impl IntoIterator<Item = &'a (N, V)>) -> Self
+    where
+        N: AsRef<str> + 'a,
+        V: AsRef<[u8]> + 'a,
+    {
+        let mut h = Self::new();
+        for (n, v) in pairs {
+            h.push(n, v.as_ref());
+        }
+        h
+    }
+
     /// Add one header. A name that is already lower case (as every name from the HTTP
     /// server is) is borrowed, not copied.
     pub fn push<N: AsRef<str> + ?Sized>(&mut self, name: &'a N, value: &'a [u8]) {

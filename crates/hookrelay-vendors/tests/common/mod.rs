@@ -54,10 +54,7 @@ pub fn creds(vendor: Vendor) -> Credentials {
 }
 
 pub fn headers_from(pairs: &[(String, String)]) -> Headers<'_> {
-    let mut h = Headers::new();
-    for (n, v) in pairs {
-        h.push(n, v.as_bytes());
-    }
+    let h = Headers::from_pairs(pairs);
     h
 }
 
@@ -93,9 +90,6 @@ pub fn verify_with(
     body: &[u8],
     when: OffsetDateTime,
 ) -> Result<(), AuthError> {
-    let mut h = Headers::new();
-    for (n, v) in pairs {
-        h.push(n, v.as_bytes());
-    }
+    let h = Headers::from_pairs(pairs);
     vendor.verify(creds, &h, body, when).map(|_| ())
 }
