@@ -1,15 +1,17 @@
 //! The durable local spool: an embedded, crash-safe redb database under `spool.dir`.
 //!
 //! Appends go through one writer thread that commits everything waiting in a single
-//! fsync'd transaction (group commit), so many requests share one disk flush. A drainer
-//! task publishes entries in arrival order with many confirms in flight, and deletes an
-//! entry only after the broker confirmed it.
+//! fsync'd transaction (group commit), so many requests share one disk flush, and the
+//! whole group is stored as one entry. A drainer task publishes events in arrival order
+//! with many confirms in flight; a group is deleted once the broker confirmed all of its
+//! events, and the confirmed ones of a group still stored are skipped.
 
 use crate::broker::{Broker, Outgoing, PublishError};
 use crate::metrics::Metrics;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,11 +21,15 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// Most commands one commit takes: bounds the latency of the first in a burst.
+/// The events, one entry per group commit: key = the first event's seq, value = the
+/// group's records (see [`push_record`]). One insert and one delete per group instead of
+/// per event: redb's B-tree work then no longer grows with the event rate.
+const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
+/// The layout before groups, one entry per event; moved into `GROUPS` on open.
+const LEGACY_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Most commands one commit takes: bounds the latency of the first in a burst, and the
+/// number of events in one group.
 const MAX_BATCH: usize = 4096;
-/// `oldest_ts` value meaning "recompute when asked".
-const OLDEST_UNKNOWN: u64 = u64::MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -46,12 +52,84 @@ enum Cmd {
     Close(oneshot::Sender<()>),
 }
 
+/// What is known in memory of one stored group: which of its events the broker has
+/// confirmed. A group is deleted from disk once all of them are; until then the confirmed
+/// ones are skipped by reads. (After a crash a partly confirmed group is published again
+/// in full, under the same message ids: at least once, never lost.)
+struct GroupState {
+    len: u32,
+    /// Bytes of its records (what counts against `spool.max_bytes`).
+    bytes: u64,
+    /// Events not yet confirmed.
+    left: u32,
+    /// One bit per event, set once confirmed; empty until the first one is.
+    confirmed: Vec<u64>,
+}
+
+impl GroupState {
+    fn new(len: u32, bytes: u64) -> Self {
+        Self {
+            len,
+            bytes,
+            left: len,
+            confirmed: Vec::new(),
+        }
+    }
+
+    fn is_confirmed(&self, i: u32) -> bool {
+        self.left == 0
+            || self
+                .confirmed
+                .get(i as usize / 64)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Marks event `i`; false if it was already.
+    fn confirm(&mut self, i: u32) -> bool {
+        if self.is_confirmed(i) {
+            return false;
+        }
+        if self.confirmed.is_empty() {
+            self.confirmed = vec![0; (self.len as usize).div_ceil(64)];
+        }
+        self.confirmed[i as usize / 64] |= 1 << (i % 64);
+        self.left -= 1;
+        true
+    }
+}
+
+/// Stored groups by first seq.
+type Live = Mutex<BTreeMap<u64, GroupState>>;
+
+/// A group's value: each record as its length (u32, little endian) and its bytes.
+fn push_record(group: &mut Vec<u8>, rec: &[u8]) {
+    group.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+    group.extend_from_slice(rec);
+}
+
+/// The records of a group's value, in order; stops at anything malformed.
+fn records(group: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = group;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            tracing::error!("truncated spool group: the rest of it is skipped");
+            rest = &[];
+            return None;
+        }
+        let (rec, tail) = tail.split_at(len);
+        rest = tail;
+        Some(rec)
+    })
+}
+
 pub struct Spool {
     db: Arc<Database>,
     tx: Mutex<Option<mpsc::Sender<Cmd>>>,
     depth: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
-    oldest_ts: Arc<AtomicU64>,
+    live: Arc<Live>,
     max_bytes: u64,
     /// Set when an append was refused for space; cleared when entries are removed.
     refused: Arc<std::sync::atomic::AtomicBool>,
@@ -74,16 +152,26 @@ pub fn decode(rec: &[u8]) -> Option<Outgoing> {
     Some(msg)
 }
 
-fn first_timestamp(db: &Database) -> u64 {
-    let Ok(txn) = db.begin_read() else { return 0 };
-    let Ok(table) = txn.open_table(EVENTS) else {
-        return 0;
-    };
-    let ts = match table.first() {
-        Ok(Some((_, v))) => decode(v.value()).map(|m| m.timestamp).unwrap_or(0),
-        _ => 0,
-    };
-    ts
+/// Moves what an earlier version stored one entry per event into groups of one.
+fn migrate_legacy(db: &Database) -> Result<u64, SpoolError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let mut moved = 0u64;
+    {
+        let legacy = txn.open_table(LEGACY_EVENTS).map_err(storage)?;
+        let mut groups = txn.open_table(GROUPS).map_err(storage)?;
+        for row in legacy.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let mut group = Vec::with_capacity(v.value().len() + 4);
+            push_record(&mut group, v.value());
+            groups
+                .insert(k.value(), group.as_slice())
+                .map_err(storage)?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(LEGACY_EVENTS).map_err(storage)?;
+    txn.commit().map_err(storage)?;
+    Ok(moved)
 }
 
 impl Spool {
@@ -96,28 +184,35 @@ impl Spool {
             .set_cache_size(16 << 20)
             .create(dir.join("spool.redb"))
             .map_err(storage)?;
+        let migrated = migrate_legacy(&db)?;
+        if migrated > 0 {
+            tracing::info!(events = migrated, "spool moved to the grouped layout");
+        }
         let (mut depth, mut bytes, mut next_seq) = (0u64, 0u64, 1u64);
+        let mut live = BTreeMap::new();
         {
-            let txn = db.begin_write().map_err(storage)?;
-            txn.open_table(EVENTS).map_err(storage)?;
-            txn.commit().map_err(storage)?;
             let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(EVENTS).map_err(storage)?;
+            let table = txn.open_table(GROUPS).map_err(storage)?;
             for row in table.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
-                depth += 1;
-                bytes += v.value().len() as u64;
-                next_seq = k.value() + 1;
+                let (mut len, mut size) = (0u32, 0u64);
+                for rec in records(v.value()) {
+                    len += 1;
+                    size += rec.len() as u64;
+                }
+                depth += u64::from(len);
+                bytes += size;
+                next_seq = k.value() + u64::from(len);
+                live.insert(k.value(), GroupState::new(len, size));
             }
         }
         let db = Arc::new(db);
-        let oldest = if depth > 0 { first_timestamp(&db) } else { 0 };
         let spool = Arc::new(Self {
             db: db.clone(),
             tx: Mutex::new(None),
             depth: Arc::new(AtomicU64::new(depth)),
             bytes: Arc::new(AtomicU64::new(bytes)),
-            oldest_ts: Arc::new(AtomicU64::new(oldest)),
+            live: Arc::new(Mutex::new(live)),
             max_bytes,
             refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             appended: Arc::new(Notify::new()),
@@ -128,11 +223,12 @@ impl Spool {
             db,
             depth: spool.depth.clone(),
             bytes: spool.bytes.clone(),
-            oldest_ts: spool.oldest_ts.clone(),
+            live: spool.live.clone(),
             appended: spool.appended.clone(),
             refused: spool.refused.clone(),
             max_bytes,
             next_seq,
+            drops: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -188,24 +284,48 @@ impl Spool {
         }
     }
 
-    /// Up to `limit` entries after `after`, oldest first.
+    /// Up to `limit` entries after `after`, oldest first, without those removed.
     pub fn read_after(
         &self,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Outgoing)>, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(EVENTS).map_err(storage)?;
+        let table = txn.open_table(GROUPS).map_err(storage)?;
         let start = after.map_or(0, |a| a + 1);
+        // The group holding `start` began at or before it.
+        let from = match table.range(..=start).map_err(storage)?.next_back() {
+            Some(row) => row.map_err(storage)?.0.value(),
+            None => start,
+        };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for row in table.range(start..).map_err(storage)? {
+        for row in table.range(from..).map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
-            match decode(v.value()) {
-                Some(msg) => out.push((k.value(), msg)),
-                None => tracing::error!(seq = k.value(), "undecodable spool record skipped"),
+            let first = k.value();
+            // Which of its events are confirmed (none known: a group committed a moment
+            // ago, before the writer recorded it; nothing of it can be confirmed yet).
+            let done: Option<(u32, Vec<u64>)> = {
+                let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                live.get(&first).map(|g| (g.left, g.confirmed.clone()))
+            };
+            if done.as_ref().is_some_and(|(left, _)| *left == 0) {
+                continue;
             }
-            if out.len() >= limit {
-                break;
+            for (i, rec) in records(v.value()).enumerate() {
+                let seq = first + i as u64;
+                let confirmed = done.as_ref().is_some_and(|(_, bits)| {
+                    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+                });
+                if seq < start || confirmed {
+                    continue;
+                }
+                match decode(rec) {
+                    Some(msg) => out.push((seq, msg)),
+                    None => tracing::error!(seq, "undecodable spool record skipped"),
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
             }
         }
         Ok(out)
@@ -228,26 +348,16 @@ impl Spool {
         self.refused.load(Ordering::Relaxed) || self.bytes() >= self.max_bytes
     }
 
-    /// Unix seconds of the oldest entry, 0 when empty. Read from the spool only when
-    /// removals changed it since the last call (the writer does not look it up after
-    /// every commit: it is needed only by `/metrics`).
+    /// Unix seconds of the oldest entry, 0 when empty. Looked up only when asked (by
+    /// `/metrics`), not after every commit.
     pub fn oldest_timestamp(&self) -> u64 {
         if self.depth() == 0 {
             return 0;
         }
-        let ts = self.oldest_ts.load(Ordering::Relaxed);
-        if ts != OLDEST_UNKNOWN {
-            return ts;
+        match self.read_after(None, 1) {
+            Ok(first) => first.first().map_or(0, |(_, m)| m.timestamp),
+            Err(_) => 0,
         }
-        let ts = first_timestamp(&self.db);
-        // Unless the writer has marked it unknown again meanwhile.
-        let _ = self.oldest_ts.compare_exchange(
-            OLDEST_UNKNOWN,
-            ts,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        ts
     }
 
     /// Fires after each commit that added entries.
@@ -269,18 +379,17 @@ impl Spool {
     }
 }
 
-/// Per-append results, entries removed, change in bytes.
-type CommitOutcome = (Vec<Result<u64, SpoolError>>, u64, i64);
-
 struct Writer {
     db: Arc<Database>,
     depth: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
-    oldest_ts: Arc<AtomicU64>,
+    live: Arc<Live>,
     appended: Arc<Notify>,
     refused: Arc<std::sync::atomic::AtomicBool>,
     max_bytes: u64,
     next_seq: u64,
+    /// Fully confirmed groups whose deletion is not committed yet: first seq, bytes.
+    drops: Vec<(u64, u64)>,
 }
 
 impl Writer {
@@ -299,77 +408,105 @@ impl Writer {
         }
     }
 
+    /// Marks confirmed events in memory; groups with none left join `drops`.
+    fn confirm(&mut self, seqs: &[u64]) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut confirmed = 0u64;
+        for &seq in seqs {
+            let Some((&first, group)) = live.range_mut(..=seq).next_back() else {
+                continue;
+            };
+            if seq - first >= u64::from(group.len) || !group.confirm((seq - first) as u32) {
+                continue;
+            }
+            confirmed += 1;
+            if group.left == 0 {
+                self.drops.push((first, group.bytes));
+            }
+        }
+        drop(live);
+        self.depth.fetch_sub(confirmed, Ordering::Relaxed);
+    }
+
     /// One transaction for the whole batch. Returns true when asked to close.
     fn commit(&mut self, batch: Vec<Cmd>) -> bool {
         let mut appends = Vec::new();
-        let mut removes = Vec::new();
         let mut closes = Vec::new();
         let mut removed_acks = Vec::new();
         for cmd in batch {
             match cmd {
                 Cmd::Append(rec, reply) => appends.push((rec, reply)),
                 Cmd::Remove(seqs, ack) => {
-                    removes.extend(seqs);
+                    self.confirm(&seqs);
                     removed_acks.extend(ack);
                 }
                 Cmd::Close(reply) => closes.push(reply),
             }
         }
-        let result = (|| -> Result<CommitOutcome, SpoolError> {
+        let drops = self.drops.len();
+        let first = self.next_seq;
+        let mut group = Vec::new();
+        let mut results = Vec::with_capacity(appends.len());
+        let mut added_bytes = 0u64;
+        let mut added = 0u32;
+        let freed: u64 = self.drops.iter().map(|(_, b)| b).sum();
+        let mut bytes_now = self.bytes.load(Ordering::Relaxed).saturating_sub(freed);
+        for (rec, _) in &appends {
+            if bytes_now + rec.len() as u64 > self.max_bytes {
+                self.refused.store(true, Ordering::Relaxed);
+                results.push(Err(SpoolError::Full));
+                continue;
+            }
+            if group.is_empty() {
+                // One allocation for the group: the batch's records and their lengths.
+                group.reserve(appends.iter().map(|(r, _)| r.len() + 4).sum());
+            }
+            push_record(&mut group, rec);
+            results.push(Ok(first + u64::from(added)));
+            added += 1;
+            bytes_now += rec.len() as u64;
+            added_bytes += rec.len() as u64;
+        }
+        let result = (|| -> Result<(), SpoolError> {
             let mut txn = self.db.begin_write().map_err(storage)?;
             // Appends must be on disk before their 200; removals may ride on the next
             // durable commit (a crash then only republishes, under the same message_id).
             // (Durability::None for removal-only commits was measured: no faster, and
             // 10 MiB more peak RSS, as redb keeps their pages until a durable commit.)
-            txn.set_durability(if appends.is_empty() && closes.is_empty() {
+            txn.set_durability(if added == 0 && closes.is_empty() {
                 Durability::Eventual
             } else {
                 Durability::Immediate
             });
-            let mut results = Vec::with_capacity(appends.len());
-            let mut removed = 0u64;
-            let mut bytes_delta: i64 = 0;
             {
-                let mut table = txn.open_table(EVENTS).map_err(storage)?;
-                for seq in &removes {
-                    if let Some(v) = table.remove(*seq).map_err(storage)? {
-                        removed += 1;
-                        bytes_delta -= v.value().len() as i64;
-                    }
+                let mut table = txn.open_table(GROUPS).map_err(storage)?;
+                for (key, _) in &self.drops[..drops] {
+                    table.remove(*key).map_err(storage)?;
                 }
-                let mut bytes_now =
-                    (self.bytes.load(Ordering::Relaxed) as i64 + bytes_delta) as u64;
-                for (rec, _) in &appends {
-                    if bytes_now + rec.len() as u64 > self.max_bytes {
-                        self.refused.store(true, Ordering::Relaxed);
-                        results.push(Err(SpoolError::Full));
-                        continue;
-                    }
-                    let seq = self.next_seq;
-                    table.insert(seq, rec.as_slice()).map_err(storage)?;
-                    self.next_seq += 1;
-                    bytes_now += rec.len() as u64;
-                    bytes_delta += rec.len() as i64;
-                    results.push(Ok(seq));
+                if added > 0 {
+                    table.insert(first, group.as_slice()).map_err(storage)?;
                 }
             }
-            txn.commit().map_err(storage)?;
-            Ok((results, removed, bytes_delta))
+            txn.commit().map_err(storage)
         })();
         match result {
-            Ok((results, removed, bytes_delta)) => {
-                let added = results.iter().filter(|r| r.is_ok()).count() as u64;
-                let was_empty = self.depth.load(Ordering::Relaxed) == 0;
-                self.depth
-                    .fetch_add(added.wrapping_sub(removed), Ordering::Relaxed);
-                let b = self.bytes.load(Ordering::Relaxed) as i64 + bytes_delta;
-                self.bytes.store(b.max(0) as u64, Ordering::Relaxed);
-                if removed > 0 {
+            Ok(()) => {
+                if drops > 0 {
+                    let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                    for (key, _) in self.drops.drain(..drops) {
+                        live.remove(&key);
+                    }
                     self.refused.store(false, Ordering::Relaxed);
                 }
-                if removed > 0 || (was_empty && added > 0) {
-                    self.oldest_ts.store(OLDEST_UNKNOWN, Ordering::Relaxed);
+                if added > 0 {
+                    self.live
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(first, GroupState::new(added, added_bytes));
+                    self.next_seq += u64::from(added);
+                    self.depth.fetch_add(u64::from(added), Ordering::Relaxed);
                 }
+                self.bytes.store(bytes_now, Ordering::Relaxed);
                 for ((_, reply), r) in appends.into_iter().zip(results) {
                     let _ = reply.send(r);
                 }
@@ -378,6 +515,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                // Deletions are tried again with the next commit; appends are refused.
                 tracing::error!(error = %e, "spool commit failed");
                 for (_, reply) in appends {
                     let _ = reply.send(Err(SpoolError::Storage(e.to_string())));
@@ -583,6 +721,107 @@ mod tests {
             "{} removed entries still readable",
             left.len()
         );
+        assert_eq!(spool.depth(), 0);
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_group_is_read_from_any_cursor_without_its_confirmed_events_and_deleted_when_all_are()
+    {
+        let dir = tmpdir("groups");
+        let spool = Spool::open(&dir, 1 << 26).unwrap();
+        let seqs = append_concurrently(&spool, 300).await;
+        let stored = spool.live.lock().unwrap().len();
+        assert!(stored < 300, "300 concurrent appends took {stored} groups");
+        // Confirm every third event: reads skip exactly those, from any cursor.
+        let confirmed: Vec<u64> = seqs.iter().copied().step_by(3).collect();
+        spool.remove_committed(confirmed.clone()).await;
+        assert_eq!(spool.depth(), 200);
+        let rest: Vec<u64> = seqs
+            .iter()
+            .copied()
+            .filter(|s| s % 3 != seqs[0] % 3)
+            .collect();
+        let all: Vec<u64> = spool
+            .read_after(None, 1000)
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(all, rest);
+        let cursor = rest[120];
+        let tail: Vec<u64> = spool
+            .read_after(Some(cursor), 1000)
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(tail, rest[121..]);
+        let five = spool.read_after(Some(cursor), 5).unwrap();
+        assert_eq!(five.len(), 5);
+        assert_eq!(five[0].1, msg(rest[121] - seqs[0]));
+        // The rest confirmed: every group is deleted and its space given back.
+        spool.remove_committed(rest).await;
+        assert_eq!((spool.depth(), spool.bytes()), (0, 0));
+        assert!(spool.read_after(None, 1000).unwrap().is_empty());
+        spool.close().await;
+        drop(spool);
+        let spool = Spool::open(&dir, 1 << 26).unwrap();
+        assert_eq!((spool.depth(), spool.bytes()), (0, 0));
+        let seq = spool.append(&msg(7)).await.unwrap();
+        assert_eq!(spool.read_after(None, 10).unwrap(), vec![(seq, msg(7))]);
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_partly_confirmed_group_comes_back_whole_after_a_restart() {
+        // Confirmations of a group still on disk live in memory: after a crash or a
+        // restart its confirmed events are published again (same ids), never lost.
+        let dir = tmpdir("partial");
+        let spool = Spool::open(&dir, 1 << 26).unwrap();
+        let seqs = append_concurrently(&spool, 50).await;
+        let (first, _) = spool.read_after(None, 1).unwrap()[0].clone();
+        spool.remove_committed(vec![first]).await;
+        let depth = spool.depth();
+        spool.close().await;
+        drop(spool);
+        let spool = Spool::open(&dir, 1 << 26).unwrap();
+        let back: Vec<u64> = spool
+            .read_after(None, 100)
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        // The group holding `first` had more than it, or it would have been deleted.
+        assert_eq!(spool.depth(), depth + u64::from(back.contains(&first)));
+        assert_eq!(back.len() as u64, spool.depth());
+        assert!(back.iter().all(|s| seqs.contains(s)));
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_spool_of_the_one_entry_per_event_layout_is_moved_to_groups() {
+        let dir = tmpdir("legacy");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let db = Database::create(dir.join("spool.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(LEGACY_EVENTS).unwrap();
+                for i in [3u64, 4, 9] {
+                    t.insert(i, encode(&msg(i)).as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let spool = Spool::open(&dir, 1 << 26).unwrap();
+        assert_eq!(spool.depth(), 3);
+        let rows = spool.read_after(None, 10).unwrap();
+        let expect: Vec<(u64, Outgoing)> = [3u64, 4, 9].iter().map(|&i| (i, msg(i))).collect();
+        assert_eq!(rows, expect);
+        assert_eq!(spool.oldest_timestamp(), msg(3).timestamp);
+        assert_eq!(spool.append(&msg(10)).await.unwrap(), 10);
+        spool.remove_committed(vec![3, 4, 9, 10]).await;
         assert_eq!(spool.depth(), 0);
         spool.close().await;
     }
