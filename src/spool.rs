@@ -30,6 +30,9 @@ const LEGACY_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events"
 /// Most commands one commit takes: bounds the latency of the first in a burst, and the
 /// number of events in one group.
 const MAX_BATCH: usize = 4096;
+/// A commit's records go into groups of about this size at most (one for ordinary
+/// events): bounds the copy a group costs and a value's size in redb.
+const GROUP_MAX_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -96,6 +99,14 @@ impl GroupState {
         self.left -= 1;
         true
     }
+}
+
+/// A group about to be stored.
+struct NewGroup {
+    first: u64,
+    value: Vec<u8>,
+    len: u32,
+    bytes: u64,
 }
 
 /// Stored groups by first seq.
@@ -444,29 +455,43 @@ impl Writer {
             }
         }
         let drops = self.drops.len();
-        let first = self.next_seq;
-        let mut group = Vec::new();
+        // The batch's records as groups of at most GROUP_MAX_BYTES each (usually one).
+        let mut groups: Vec<NewGroup> = Vec::new();
         let mut results = Vec::with_capacity(appends.len());
-        let mut added_bytes = 0u64;
-        let mut added = 0u32;
+        let mut next = self.next_seq;
         let freed: u64 = self.drops.iter().map(|(_, b)| b).sum();
         let mut bytes_now = self.bytes.load(Ordering::Relaxed).saturating_sub(freed);
+        let mut left: usize = appends.iter().map(|(r, _)| r.len() + 4).sum();
         for (rec, _) in &appends {
+            left -= rec.len() + 4;
             if bytes_now + rec.len() as u64 > self.max_bytes {
                 self.refused.store(true, Ordering::Relaxed);
                 results.push(Err(SpoolError::Full));
                 continue;
             }
-            if group.is_empty() {
-                // One allocation for the group: the batch's records and their lengths.
-                group.reserve(appends.iter().map(|(r, _)| r.len() + 4).sum());
+            let full = groups
+                .last()
+                .is_none_or(|g| !g.value.is_empty() && g.value.len() + rec.len() > GROUP_MAX_BYTES);
+            if full {
+                let mut value = Vec::new();
+                // One allocation per group: what is left of the batch, up to the cap.
+                value.reserve((left + rec.len() + 4).min(GROUP_MAX_BYTES + rec.len() + 4));
+                groups.push(NewGroup {
+                    first: next,
+                    value,
+                    len: 0,
+                    bytes: 0,
+                });
             }
-            push_record(&mut group, rec);
-            results.push(Ok(first + u64::from(added)));
-            added += 1;
+            let g = groups.last_mut().expect("a group was just pushed");
+            push_record(&mut g.value, rec);
+            g.len += 1;
+            g.bytes += rec.len() as u64;
+            results.push(Ok(next));
+            next += 1;
             bytes_now += rec.len() as u64;
-            added_bytes += rec.len() as u64;
         }
+        let added = next - self.next_seq;
         let result = (|| -> Result<(), SpoolError> {
             let mut txn = self.db.begin_write().map_err(storage)?;
             // Appends must be on disk before their 200; removals may ride on the next
@@ -483,29 +508,28 @@ impl Writer {
                 for (key, _) in &self.drops[..drops] {
                     table.remove(*key).map_err(storage)?;
                 }
-                if added > 0 {
-                    table.insert(first, group.as_slice()).map_err(storage)?;
+                for g in &groups {
+                    table.insert(g.first, g.value.as_slice()).map_err(storage)?;
                 }
             }
             txn.commit().map_err(storage)
         })();
         match result {
             Ok(()) => {
-                if drops > 0 {
+                {
                     let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
                     for (key, _) in self.drops.drain(..drops) {
                         live.remove(&key);
                     }
+                    for g in groups {
+                        live.insert(g.first, GroupState::new(g.len, g.bytes));
+                    }
+                }
+                if drops > 0 {
                     self.refused.store(false, Ordering::Relaxed);
                 }
-                if added > 0 {
-                    self.live
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(first, GroupState::new(added, added_bytes));
-                    self.next_seq += u64::from(added);
-                    self.depth.fetch_add(u64::from(added), Ordering::Relaxed);
-                }
+                self.next_seq = next;
+                self.depth.fetch_add(added, Ordering::Relaxed);
                 self.bytes.store(bytes_now, Ordering::Relaxed);
                 for ((_, reply), r) in appends.into_iter().zip(results) {
                     let _ = reply.send(r);
@@ -770,6 +794,44 @@ mod tests {
         assert_eq!((spool.depth(), spool.bytes()), (0, 0));
         let seq = spool.append(&msg(7)).await.unwrap();
         assert_eq!(spool.read_after(None, 10).unwrap(), vec![(seq, msg(7))]);
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn big_records_are_split_into_groups_of_bounded_size() {
+        let dir = tmpdir("bigrecs");
+        let spool = Spool::open(&dir, 1 << 30).unwrap();
+        let big = |i: u64| Outgoing {
+            body: vec![b'a' + i as u8; 1 << 20],
+            ..msg(i)
+        };
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = spool.clone();
+                tokio::spawn(async move { (s.append(&big(i)).await.unwrap(), i) })
+            })
+            .collect();
+        let mut stored = vec![];
+        for t in tasks {
+            stored.push(t.await.unwrap());
+        }
+        stored.sort();
+        {
+            let live = spool.live.lock().unwrap();
+            assert!(live.len() >= 5, "20 MiB in {} groups", live.len());
+            assert!(live
+                .values()
+                .all(|g| g.bytes <= (GROUP_MAX_BYTES + (1 << 20) + 512) as u64));
+        }
+        let rows = spool.read_after(None, 100).unwrap();
+        assert_eq!(rows.len(), 20);
+        for ((seq, m), (want_seq, i)) in rows.iter().zip(&stored) {
+            assert_eq!((seq, m), (want_seq, &big(*i)));
+        }
+        spool
+            .remove_committed(stored.iter().map(|(s, _)| *s).collect())
+            .await;
+        assert_eq!((spool.depth(), spool.bytes()), (0, 0));
         spool.close().await;
     }
 
