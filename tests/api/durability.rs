@@ -455,3 +455,27 @@ async fn node_list_skips_a_dead_node() {
     ));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_ask_for_16_kib_frames_unless_the_uri_sets_frame_max() {
+    // lapin's two I/O buffers hold 32 frames each: 16 KiB frames keep them at 1 MiB
+    // instead of 8 MiB at RabbitMQ's default (128 KiB). A URI's own frame_max wins.
+    let cfg = TestConfig::new("frames");
+    let mut amqp = cfg.validated().raw.amqp;
+    let conn = hookrelay_common::amqp::connect(&amqp, "frame test")
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.configuration().frame_max(),
+        hookrelay_common::amqp::DEFAULT_FRAME_MAX
+    );
+    let _ = conn.close(200, "done".into()).await;
+    amqp.uri = vec![hookrelay_common::Secret::new(format!(
+        "{BROKER}?frame_max=65536"
+    ))];
+    let conn = hookrelay_common::amqp::connect(&amqp, "frame test")
+        .await
+        .unwrap();
+    assert_eq!(conn.configuration().frame_max(), 65536);
+    let _ = conn.close(200, "done".into()).await;
+}

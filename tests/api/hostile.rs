@@ -84,6 +84,30 @@ async fn awkward_but_valid_payloads_survive_byte_for_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_near_the_size_limit_arrives_whole_in_both_ack_modes() {
+    // ~1.9 MB: the relay asks for 16 KiB AMQP frames, so this event crosses the wire as
+    // more than a hundred body frames, and in spool mode as one record of a spool group.
+    for mode in ["broker", "spool"] {
+        let mut cfg = TestConfig::new(&format!("nearmax-{mode}"));
+        cfg.set("HOOKRELAY__DURABILITY__ACK", mode);
+        let app = spawn_app(&cfg).await;
+        let mut tap = Tap::new(&cfg.exchange, "#").await;
+        let text: String = (0..1_900_000u32)
+            .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+            .collect();
+        let body = format!(r#"{{"key":"near-max-{mode}","groupId":7,"message":"{text}"}}"#);
+        assert!(body.len() < 2 * 1024 * 1024);
+        let r = app.post_signed("kommunicate", body.as_bytes()).await;
+        assert_eq!(r.status(), 200, "{mode}: {}", r.text().await.unwrap());
+        let d = tap.next().await;
+        let event = std::str::from_utf8(&d.data).unwrap();
+        assert!(event.contains(&body), "{mode}: data.raw is the exact bytes");
+        tap.expect_nothing().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_stale_and_missing_signatures_are_401() {
     let cfg = TestConfig::new("forged");
     let app = spawn_app(&cfg).await;

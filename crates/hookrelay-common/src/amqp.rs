@@ -107,6 +107,9 @@ pub fn redact_uri(uri: &str) -> String {
     }
 }
 
+/// The frame size asked for unless a URI sets `frame_max` itself.
+pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+
 /// Connect to the first node that answers, trying them in the configured order.
 /// `name` is the connection name shown in the RabbitMQ management UI.
 pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, lapin::Error> {
@@ -123,6 +126,12 @@ pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, 
         // two intervals instead of the kernel's TCP timeout.
         if parsed.query.heartbeat.is_none() {
             parsed.query.heartbeat = Some(settings.heartbeat_secs);
+        }
+        // lapin keeps a send and a receive buffer of 32 frames each, zero-filled: at
+        // RabbitMQ's default frame_max (128 KiB) that is 8 MiB of resident memory before
+        // the first event. Webhook events fit a 16 KiB frame; larger ones are split.
+        if parsed.query.frame_max.is_none() {
+            parsed.query.frame_max = Some(DEFAULT_FRAME_MAX);
         }
         let props = ConnectionProperties::default().with_connection_name(name.into());
         let attempt = tokio::time::timeout(
