@@ -473,12 +473,11 @@ impl Writer {
                 .last()
                 .is_none_or(|g| !g.value.is_empty() && g.value.len() + rec.len() > GROUP_MAX_BYTES);
             if full {
-                let mut value = Vec::new();
                 // One allocation per group: what is left of the batch, up to the cap.
-                value.reserve((left + rec.len() + 4).min(GROUP_MAX_BYTES + rec.len() + 4));
+                let room = (left + rec.len() + 4).min(GROUP_MAX_BYTES + rec.len() + 4);
                 groups.push(NewGroup {
                     first: next,
-                    value,
+                    value: Vec::with_capacity(room),
                     len: 0,
                     bytes: 0,
                 });
