@@ -105,12 +105,17 @@ impl GroupState {
 struct NewGroup {
     first: u64,
     value: Vec<u8>,
-    len: u32,
-    bytes: u64,
 }
 
-/// Stored groups by first seq.
-type Live = Mutex<BTreeMap<u64, GroupState>>;
+/// Groups with some of their events confirmed, by first seq: only those. A group nobody
+/// has confirmed anything of costs no memory (a long outage can spool a million events
+/// one group each).
+type Partial = Mutex<BTreeMap<u64, GroupState>>;
+
+/// Events and bytes of a stored group's records.
+fn measure(group: &[u8]) -> (u32, u64) {
+    records(group).fold((0, 0), |(n, b), rec| (n + 1, b + rec.len() as u64))
+}
 
 /// A group's value: each record as its length (u32, little endian) and its bytes.
 fn push_record(group: &mut Vec<u8>, rec: &[u8]) {
@@ -140,7 +145,7 @@ pub struct Spool {
     tx: Mutex<Option<mpsc::Sender<Cmd>>>,
     depth: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
-    live: Arc<Live>,
+    partial: Arc<Partial>,
     max_bytes: u64,
     /// Set when an append was refused for space; cleared when entries are removed.
     refused: Arc<std::sync::atomic::AtomicBool>,
@@ -200,21 +205,15 @@ impl Spool {
             tracing::info!(events = migrated, "spool moved to the grouped layout");
         }
         let (mut depth, mut bytes, mut next_seq) = (0u64, 0u64, 1u64);
-        let mut live = BTreeMap::new();
         {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(GROUPS).map_err(storage)?;
             for row in table.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
-                let (mut len, mut size) = (0u32, 0u64);
-                for rec in records(v.value()) {
-                    len += 1;
-                    size += rec.len() as u64;
-                }
+                let (len, size) = measure(v.value());
                 depth += u64::from(len);
                 bytes += size;
                 next_seq = k.value() + u64::from(len);
-                live.insert(k.value(), GroupState::new(len, size));
             }
         }
         let db = Arc::new(db);
@@ -223,7 +222,7 @@ impl Spool {
             tx: Mutex::new(None),
             depth: Arc::new(AtomicU64::new(depth)),
             bytes: Arc::new(AtomicU64::new(bytes)),
-            live: Arc::new(Mutex::new(live)),
+            partial: Arc::new(Mutex::new(BTreeMap::new())),
             max_bytes,
             refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             appended: Arc::new(Notify::new()),
@@ -234,7 +233,7 @@ impl Spool {
             db,
             depth: spool.depth.clone(),
             bytes: spool.bytes.clone(),
-            live: spool.live.clone(),
+            partial: spool.partial.clone(),
             appended: spool.appended.clone(),
             refused: spool.refused.clone(),
             max_bytes,
@@ -313,11 +312,10 @@ impl Spool {
         for row in table.range(from..).map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
             let first = k.value();
-            // Which of its events are confirmed (none known: a group committed a moment
-            // ago, before the writer recorded it; nothing of it can be confirmed yet).
+            // Which of its events are confirmed (not in `partial`: none yet).
             let done: Option<(u32, Vec<u64>)> = {
-                let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-                live.get(&first).map(|g| (g.left, g.confirmed.clone()))
+                let partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+                partial.get(&first).map(|g| (g.left, g.confirmed.clone()))
             };
             if done.as_ref().is_some_and(|(left, _)| *left == 0) {
                 continue;
@@ -394,7 +392,7 @@ struct Writer {
     db: Arc<Database>,
     depth: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
-    live: Arc<Live>,
+    partial: Arc<Partial>,
     appended: Arc<Notify>,
     refused: Arc<std::sync::atomic::AtomicBool>,
     max_bytes: u64,
@@ -421,13 +419,35 @@ impl Writer {
 
     /// Marks confirmed events in memory; groups with none left join `drops`.
     fn confirm(&mut self, seqs: &[u64]) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stored = None;
         let mut confirmed = 0u64;
         for &seq in seqs {
-            let Some((&first, group)) = live.range_mut(..=seq).next_back() else {
+            let known = partial
+                .range(..=seq)
+                .next_back()
+                .filter(|(first, g)| seq - **first < u64::from(g.len))
+                .map(|(first, _)| *first);
+            let first = match known {
+                Some(first) => first,
+                // The first confirmation of a group: learn its size from the spool.
+                None => match self.stored_group(&mut stored, seq) {
+                    Ok(Some((first, len, bytes))) => {
+                        partial.insert(first, GroupState::new(len, bytes));
+                        first
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        // Left unconfirmed: published again later, never lost.
+                        tracing::error!(error = %e, seq, "spool lookup failed");
+                        continue;
+                    }
+                },
+            };
+            let Some(group) = partial.get_mut(&first) else {
                 continue;
             };
-            if seq - first >= u64::from(group.len) || !group.confirm((seq - first) as u32) {
+            if !group.confirm((seq - first) as u32) {
                 continue;
             }
             confirmed += 1;
@@ -435,8 +455,30 @@ impl Writer {
                 self.drops.push((first, group.bytes));
             }
         }
-        drop(live);
+        drop(partial);
         self.depth.fetch_sub(confirmed, Ordering::Relaxed);
+    }
+
+    /// The stored group holding `seq`: first seq, events, bytes. `table` is opened on
+    /// first use and kept for the rest of the batch.
+    fn stored_group(
+        &self,
+        table: &mut Option<redb::ReadOnlyTable<u64, &'static [u8]>>,
+        seq: u64,
+    ) -> Result<Option<(u64, u32, u64)>, SpoolError> {
+        if table.is_none() {
+            let txn = self.db.begin_read().map_err(storage)?;
+            *table = Some(txn.open_table(GROUPS).map_err(storage)?);
+        }
+        let Some(table) = table.as_ref() else {
+            return Ok(None);
+        };
+        let Some(row) = table.range(..=seq).map_err(storage)?.next_back() else {
+            return Ok(None);
+        };
+        let (k, v) = row.map_err(storage)?;
+        let (len, bytes) = measure(v.value());
+        Ok((seq - k.value() < u64::from(len)).then_some((k.value(), len, bytes)))
     }
 
     /// One transaction for the whole batch. Returns true when asked to close.
@@ -478,14 +520,10 @@ impl Writer {
                 groups.push(NewGroup {
                     first: next,
                     value: Vec::with_capacity(room),
-                    len: 0,
-                    bytes: 0,
                 });
             }
             let g = groups.last_mut().expect("a group was just pushed");
             push_record(&mut g.value, rec);
-            g.len += 1;
-            g.bytes += rec.len() as u64;
             results.push(Ok(next));
             next += 1;
             bytes_now += rec.len() as u64;
@@ -515,16 +553,12 @@ impl Writer {
         })();
         match result {
             Ok(()) => {
-                {
-                    let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-                    for (key, _) in self.drops.drain(..drops) {
-                        live.remove(&key);
-                    }
-                    for g in groups {
-                        live.insert(g.first, GroupState::new(g.len, g.bytes));
-                    }
-                }
                 if drops > 0 {
+                    let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+                    for (key, _) in self.drops.drain(..drops) {
+                        partial.remove(&key);
+                    }
+                    drop(partial);
                     self.refused.store(false, Ordering::Relaxed);
                 }
                 self.next_seq = next;
@@ -694,6 +728,14 @@ mod tests {
         seqs
     }
 
+    /// Events and bytes of each stored group.
+    fn stored_groups(spool: &Spool) -> Vec<(u32, u64)> {
+        let txn = spool.db.begin_read().unwrap();
+        let table = txn.open_table(GROUPS).unwrap();
+        let rows = table.iter().unwrap();
+        rows.map(|r| measure(r.unwrap().1.value())).collect()
+    }
+
     fn tmpdir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!(
             "hookrelay-spool-{tag}-{}-{}",
@@ -754,7 +796,11 @@ mod tests {
         let dir = tmpdir("groups");
         let spool = Spool::open(&dir, 1 << 26).unwrap();
         let seqs = append_concurrently(&spool, 300).await;
-        let stored = spool.live.lock().unwrap().len();
+        let stored = stored_groups(&spool).len();
+        assert!(
+            spool.partial.lock().unwrap().is_empty(),
+            "memory for untouched groups"
+        );
         assert!(stored < 300, "300 concurrent appends took {stored} groups");
         // Confirm every third event: reads skip exactly those, from any cursor.
         let confirmed: Vec<u64> = seqs.iter().copied().step_by(3).collect();
@@ -784,8 +830,18 @@ mod tests {
         assert_eq!(five.len(), 5);
         assert_eq!(five[0].1, msg(rest[121] - seqs[0]));
         // The rest confirmed: every group is deleted and its space given back.
+        let touched = spool.partial.lock().unwrap().len();
+        assert!(
+            (1..=stored).contains(&touched),
+            "{touched} of {stored} groups in memory"
+        );
         spool.remove_committed(rest).await;
         assert_eq!((spool.depth(), spool.bytes()), (0, 0));
+        assert!(
+            spool.partial.lock().unwrap().is_empty(),
+            "memory kept after deletion"
+        );
+        assert!(stored_groups(&spool).is_empty());
         assert!(spool.read_after(None, 1000).unwrap().is_empty());
         spool.close().await;
         drop(spool);
@@ -816,11 +872,11 @@ mod tests {
         }
         stored.sort();
         {
-            let live = spool.live.lock().unwrap();
-            assert!(live.len() >= 5, "20 MiB in {} groups", live.len());
-            assert!(live
-                .values()
-                .all(|g| g.bytes <= (GROUP_MAX_BYTES + (1 << 20) + 512) as u64));
+            let groups = stored_groups(&spool);
+            assert!(groups.len() >= 5, "20 MiB in {} groups", groups.len());
+            assert!(groups
+                .iter()
+                .all(|(_, bytes)| *bytes <= (GROUP_MAX_BYTES + (1 << 20) + 512) as u64));
         }
         let rows = spool.read_after(None, 100).unwrap();
         assert_eq!(rows.len(), 20);
