@@ -728,6 +728,12 @@ mod tests {
         seqs
     }
 
+    /// The seqs `read_after` gives.
+    fn seqs_after(spool: &Spool, after: Option<u64>, limit: usize) -> Vec<u64> {
+        let rows = spool.read_after(after, limit).unwrap();
+        rows.iter().map(|(seq, _)| *seq).collect()
+    }
+
     /// Events and bytes of each stored group.
     fn stored_groups(spool: &Spool) -> Vec<(u32, u64)> {
         let txn = spool.db.begin_read().unwrap();
@@ -811,20 +817,10 @@ mod tests {
             .copied()
             .filter(|s| s % 3 != seqs[0] % 3)
             .collect();
-        let all: Vec<u64> = spool
-            .read_after(None, 1000)
-            .unwrap()
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
+        let all = seqs_after(&spool, None, 1000);
         assert_eq!(all, rest);
         let cursor = rest[120];
-        let tail: Vec<u64> = spool
-            .read_after(Some(cursor), 1000)
-            .unwrap()
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
+        let tail = seqs_after(&spool, Some(cursor), 1000);
         assert_eq!(tail, rest[121..]);
         let five = spool.read_after(Some(cursor), 5).unwrap();
         assert_eq!(five.len(), 5);
@@ -903,12 +899,7 @@ mod tests {
         spool.close().await;
         drop(spool);
         let spool = Spool::open(&dir, 1 << 26).unwrap();
-        let back: Vec<u64> = spool
-            .read_after(None, 100)
-            .unwrap()
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
+        let back = seqs_after(&spool, None, 100);
         // The group holding `first` had more than it, or it would have been deleted.
         assert_eq!(spool.depth(), depth + u64::from(back.contains(&first)));
         assert_eq!(back.len() as u64, spool.depth());
