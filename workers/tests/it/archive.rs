@@ -254,3 +254,57 @@ async fn a_message_that_is_not_a_cloudevent_is_parked_at_once() {
     broker.cleanup(&names).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_many_amqp_frames_is_archived_whole() {
+    // Workers ask for 16 KiB frames (hookrelay_common::amqp): a 1.5 MB event arrives as
+    // about a hundred body frames and must come out as the same JSON line.
+    let names = Names::new("archive-big");
+    let broker = Broker::connect().await;
+    let dir = temp_dir();
+    let s = settings(
+        &names.exchange,
+        &[("HOOKRELAY__WORKER__QUEUE", names.queue.as_str())],
+    );
+    let worker = start(
+        &["archive", "--dir", dir.to_str().unwrap(), "--bind", "#"],
+        s,
+    );
+    broker.wait_consumer(&names.queue).await;
+    let text: String = (0..750_000u32)
+        .map(|i| char::from(b'a' + (i * 11 % 26) as u8))
+        .collect();
+    let big = event(
+        "big",
+        "chatwoot",
+        "message.created",
+        "2026-03-01T12:00:00Z",
+        &text,
+    );
+    broker
+        .publish_events(&names.exchange, std::slice::from_ref(&big))
+        .await;
+    // Waits for the whole line by size: reading the file mid-write would see half a line.
+    let line = serde_json::to_string(&big).unwrap().len() as u64 + 1;
+    let written = || -> u64 {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    eventually(
+        "the big event archived",
+        Duration::from_secs(15),
+        || async { (written() >= line).then_some(()) },
+    )
+    .await;
+    worker.stop().await;
+    let lines = archived(&dir);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].1, big);
+    broker.cleanup(&names).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
