@@ -14,6 +14,7 @@ echo "spooled depth: $DEPTH"
 kill -TERM $P; wait $P; echo "exit $?"
 target/release/hookrelay serve 2>$D/log2 &
 P=$!
+TICKS0=$(awk '{print $14+$15}' /proc/$P/stat)
 START=$(date +%s.%N)
 while :; do
   d=$(curl -s http://127.0.0.1:$PORT/metrics 2>/dev/null | grep '^hookrelay_spool_depth ' | awk '{print $2}')
@@ -21,7 +22,11 @@ while :; do
   sleep 0.05
 done
 END=$(date +%s.%N)
+TICKS1=$(awk '{print $14+$15}' /proc/$P/stat)
 echo "drained $DEPTH in $(echo "$END - $START" | bc) s => $(echo "$DEPTH / ($END - $START)" | bc) events/s (includes start-up)"
+# The relay's CPU (utime + stime, in clock ticks) over the drain: reading the spool back,
+# publishing, the confirms and the deletions, per drained event.
+echo "relay CPU while draining: $(echo "($TICKS1 - $TICKS0) * 1000000 / $(getconf CLK_TCK) / $DEPTH" | bc -l | xargs printf '%.1f') µs/event"
 kill -TERM $P; wait $P
 target/release/hookrelay-bench cleanup --exchange $EX >/dev/null 2>&1 || true
 rm -rf $D

@@ -33,6 +33,8 @@ pub struct CompareOpts {
     /// Extra `KEY=VALUE` environment for the relay.
     pub relay_env: Vec<(String, String)>,
     pub keep: bool,
+    /// Also run the load against the floor relay (see [`crate::floor`]) in every round.
+    pub floor: bool,
 }
 
 /// A relay process the bench started, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -115,20 +117,57 @@ pub async fn start_relay(opts: &CompareOpts) -> Result<RelayProcess> {
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", opts.relay_bin.display()))?;
-    let mut relay = RelayProcess {
+    let relay = RelayProcess {
         child,
         port,
         exchange,
         dir,
         keep: opts.keep,
     };
+    wait_ready(relay, "relay").await
+}
+
+/// Start `hookrelay-bench floor` (this binary) on a free port with its own exchange, and
+/// wait for its `/readyz`.
+pub async fn start_floor(opts: &CompareOpts) -> Result<RelayProcess> {
+    let id = crate::short_id();
+    let port = free_port()?;
+    let exchange = format!("hookrelay.floor.{id}");
+    let dir = std::env::temp_dir().join(format!("hookrelay-floor-{id}"));
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.join("relay.log"))?;
+    let child = Command::new(std::env::current_exe()?)
+        .args([
+            "floor",
+            "--port",
+            &port.to_string(),
+            "--exchange",
+            &exchange,
+        ])
+        .args(["--size", &opts.size.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start the floor relay: {e}"))?;
+    let floor = RelayProcess {
+        child,
+        port,
+        exchange,
+        dir,
+        keep: opts.keep,
+    };
+    wait_ready(floor, "floor relay").await
+}
+
+async fn wait_ready(mut relay: RelayProcess, what: &str) -> Result<RelayProcess> {
     let http = reqwest::Client::new();
     let ready = format!("{}/readyz", relay.base_url());
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = relay.child.try_wait() {
             let log = std::fs::read_to_string(relay.log_path()).unwrap_or_default();
-            return Err(format!("the relay exited ({status}) before it was ready:\n{log}").into());
+            return Err(format!("the {what} exited ({status}) before it was ready:\n{log}").into());
         }
         if let Ok(r) = http.get(&ready).send().await {
             if r.status().is_success() {
@@ -136,7 +175,7 @@ pub async fn start_relay(opts: &CompareOpts) -> Result<RelayProcess> {
             }
         }
         if Instant::now() > until {
-            return Err("the relay did not become ready within 30 s".into());
+            return Err(format!("the {what} did not become ready within 30 s").into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -170,10 +209,14 @@ pub struct Round {
     pub ceiling: CeilingResult,
     pub no_confirms: CeilingResult,
     pub load: LoadResult,
+    /// The same load against the floor relay (`--floor`).
+    pub floor: Option<LoadResult>,
 }
 
 pub struct Report {
     pub opts: CompareOpts,
+    /// CPUs of this machine (the budget's denominator).
+    pub cores: usize,
     pub idle_rss: Option<u64>,
     pub final_hwm: Option<u64>,
     pub rounds: Vec<Round>,
@@ -193,9 +236,19 @@ pub async fn run(opts: &CompareOpts) -> Result<Report> {
         opts.ack,
         mib(idle_rss)
     );
-    let outcome = rounds(opts, &relay).await;
+    let mut floor = match opts.floor {
+        true => Some(start_floor(opts).await?),
+        false => None,
+    };
+    let outcome = rounds(opts, &relay, floor.as_ref()).await;
     let final_hwm = proc.hwm();
     let status = relay.stop();
+    if let Some(f) = floor.as_mut() {
+        f.stop();
+        if let Err(e) = delete_relay_topology(&opts.amqp, &f.exchange).await {
+            eprintln!("cleanup of {}: {e}", f.exchange);
+        }
+    }
     if let Err(e) = delete_relay_topology(&opts.amqp, &relay.exchange).await {
         eprintln!("cleanup of {}: {e}", relay.exchange);
     }
@@ -209,13 +262,18 @@ pub async fn run(opts: &CompareOpts) -> Result<Report> {
     })?;
     Ok(Report {
         opts: opts.clone(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         idle_rss,
         final_hwm,
         rounds,
     })
 }
 
-async fn rounds(opts: &CompareOpts, relay: &RelayProcess) -> Result<Vec<Round>> {
+async fn rounds(
+    opts: &CompareOpts,
+    relay: &RelayProcess,
+    floor: Option<&RelayProcess>,
+) -> Result<Vec<Round>> {
     let ceiling_opts = |confirms| CeilingOpts {
         amqp: opts.amqp.clone(),
         inflight: opts.concurrency,
@@ -253,13 +311,47 @@ async fn rounds(opts: &CompareOpts, relay: &RelayProcess) -> Result<Vec<Round>> 
             ms(load.p99_us),
             load.error_count()
         );
+        let floor = match floor {
+            Some(f) => {
+                let fl = load::run(&LoadOpts {
+                    url: f.base_url(),
+                    pid: Some(f.pid()),
+                    exchange: f.exchange.clone(),
+                    ..load_opts.clone()
+                })
+                .await?;
+                eprintln!(
+                    "round {r}: floor relay {:.0} req/s (p99 {} ms, errors {})",
+                    fl.rate(),
+                    ms(fl.p99_us),
+                    fl.error_count(),
+                );
+                Some(fl)
+            }
+            None => None,
+        };
         out.push(Round {
             ceiling,
             no_confirms,
             load,
+            floor,
         });
     }
     Ok(out)
+}
+
+/// CPU µs per event left for a relay at `rate` events/s on `cores` fully busy cores, when
+/// the broker spends `broker_us` and the load generator `generator_us` per event.
+pub fn cpu_left_us(
+    cores: f64,
+    rate: f64,
+    broker_us: Option<f64>,
+    generator_us: Option<f64>,
+) -> Option<f64> {
+    if rate <= 0.0 {
+        return None;
+    }
+    Some(cores / rate * 1e6 - broker_us? - generator_us?)
 }
 
 fn opt_f(v: Option<f64>, digits: usize) -> String {
@@ -378,6 +470,79 @@ impl Report {
             ));
         }
         s.push('\n');
+        if self.rounds.iter().any(|r| r.floor.is_some()) {
+            s.push_str(
+                "The floor relay (`hookrelay-bench floor`: the relay's stack, actix-web workers and \
+                 one lapin connection with confirms, with none of the relay's own work) under the \
+                 same load generator, same round. floor/ceiling is what any relay on this stack \
+                 reaches on this machine; relay/floor is what hookrelay's work costs on top:\n\n\
+                 | round | floor req/s | floor p99 ms | floor/ceiling | relay/floor | floor CPU µs/event \
+                 | relay CPU µs/event | floor: broker cores | errors | missing | dup |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+            let mut floor_ratios = Vec::new();
+            let mut relay_floor = Vec::new();
+            for (i, r) in self.rounds.iter().enumerate() {
+                let Some(f) = &r.floor else { continue };
+                let fr = f.rate() / r.ceiling.rate().max(1e-9);
+                let rf = r.load.rate() / f.rate().max(1e-9);
+                floor_ratios.push(fr);
+                relay_floor.push(rf);
+                let (missing, dup) = match &f.check {
+                    Some(c) => (c.missing.to_string(), c.duplicates.to_string()),
+                    None => ("-".into(), "-".into()),
+                };
+                s.push_str(&format!(
+                    "| {} | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+                    i + 1,
+                    f.rate(),
+                    ms(f.p99_us),
+                    fr,
+                    rf,
+                    opt_f(f.cpu_us_per_event, 1),
+                    opt_f(r.load.cpu_us_per_event, 1),
+                    opt_f(f.usage.and_then(|u| u.broker), 2),
+                    f.error_count(),
+                    missing,
+                    dup,
+                ));
+            }
+            s.push_str(&format!(
+                "| **median** | | | **{}** | **{}** | | | | | | |\n\n",
+                opt_f(median(&floor_ratios), 2),
+                opt_f(median(&relay_floor), 2),
+            ));
+        }
+        s.push_str(&format!(
+            "The CPU arithmetic of a 0.8 × ceiling target on this machine ({cores} cores): at \
+             that rate the broker needs its CPU per message (as measured in the ceiling run, \
+             its most efficient; the load's own figure beside it) and the load generator its \
+             CPU per request; what is left of {cores} fully busy cores, per event, is the most \
+             a relay may spend. A relay above it cannot reach the target here however it is \
+             scheduled (and a closed loop never keeps every core busy).\n\n\
+             | round | 0.8 × ceiling /s | broker µs/msg: ceiling / relay's load | load generator µs/req \
+             | left for the relay µs/event | relay spends |\n|---:|---:|---:|---:|---:|---:|\n",
+            cores = self.cores,
+        ));
+        for (i, r) in self.rounds.iter().enumerate() {
+            let target = 0.8 * r.ceiling.rate();
+            let per = |cores: Option<f64>, rate: f64| cores.map(|c| c / rate.max(1e-9) * 1e6);
+            let broker_ceiling = per(r.ceiling.usage.broker, r.ceiling.rate());
+            let broker_load = per(r.load.usage.and_then(|u| u.broker), r.load.rate());
+            let gen = per(r.load.usage.map(|u| u.bench), r.load.rate());
+            let left = cpu_left_us(self.cores as f64, target, broker_ceiling, gen);
+            s.push_str(&format!(
+                "| {} | {:.0} | {} / {} | {} | {} | {} |\n",
+                i + 1,
+                target,
+                opt_f(broker_ceiling, 1),
+                opt_f(broker_load, 1),
+                opt_f(gen, 1),
+                opt_f(left, 1),
+                opt_f(r.load.cpu_us_per_event, 1),
+            ));
+        }
+        s.push('\n');
         if o.ack == "spool" {
             s.push_str(
                 "Spool mode answers after the local fsync; the broker gets the events from the \
@@ -446,5 +611,21 @@ impl Report {
             }
         ));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_left_us;
+
+    #[test]
+    fn the_cpu_left_for_a_relay_is_what_the_cores_give_minus_broker_and_generator() {
+        // 2 cores at 20,000/s give 100 µs per event; 55 + 20 are taken.
+        let left = cpu_left_us(2.0, 20_000.0, Some(55.0), Some(20.0)).unwrap();
+        assert!((left - 25.0).abs() < 1e-9, "{left}");
+        // Negative: not even a relay that costs nothing fits.
+        assert!(cpu_left_us(2.0, 40_000.0, Some(55.0), Some(20.0)).unwrap() < 0.0);
+        assert_eq!(cpu_left_us(2.0, 20_000.0, None, Some(20.0)), None);
+        assert_eq!(cpu_left_us(2.0, 0.0, Some(1.0), Some(1.0)), None);
     }
 }

@@ -4,12 +4,14 @@
 //! - [`load`]: authentic, unique webhooks against a running relay, with an exactly-once
 //!   check of what reached the exchange, and the relay's CPU and memory.
 //! - [`compare`]: starts a relay and alternates ceiling and load, one Markdown table.
+//! - [`floor`]: the relay's stack without the relay's work, the floor for any relay here.
 //! - [`bodies`], [`stats`], [`procstat`], [`config`]: the pure parts (unit-tested).
 
 pub mod bodies;
 pub mod ceiling;
 pub mod compare;
 pub mod config;
+pub mod floor;
 pub mod load;
 pub mod procstat;
 pub mod stats;

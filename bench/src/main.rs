@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hookrelay_bench::ceiling::{self, CeilingOpts};
 use hookrelay_bench::compare::{self, CompareOpts};
 use hookrelay_bench::config::RelayConfig;
+use hookrelay_bench::floor;
 use hookrelay_bench::load::{self, LoadOpts};
 use hookrelay_bench::Result;
 use hookrelay_common::topology::QueueType;
@@ -162,6 +163,27 @@ enum Cmd {
         /// Keep the relay's temp directory (log, spool).
         #[arg(long)]
         keep: bool,
+        /// Also run the load against the floor relay (`floor`) in every round.
+        #[arg(long)]
+        floor: bool,
+    },
+    /// The floor relay: actix-web and lapin with confirms, none of the relay's own work
+    /// (no auth, parsing, envelope, dedup or spool). Serves until stopped.
+    Floor {
+        #[arg(long, default_value_t = 18090)]
+        port: u16,
+        /// Its exchange (declared like the relay's).
+        #[arg(long)]
+        exchange: Option<String>,
+        /// HTTP workers; 0 = one per core, like the relay.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Publishing channels (the relay's default is 2).
+        #[arg(long, default_value_t = 2)]
+        channels: usize,
+        /// Published size: the body padded with spaces to at least this many bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
     },
     /// Delete a relay exchange a benchmark left behind (with its `.unrouted` exchange and
     /// queue), e.g. after profiling a relay started by hand.
@@ -254,6 +276,7 @@ async fn run(cli: Cli) -> Result<()> {
             channels,
             relay_env,
             keep,
+            floor,
         } => {
             let relay_bin = match relay_bin {
                 Some(p) => p,
@@ -289,9 +312,28 @@ async fn run(cli: Cli) -> Result<()> {
                 channels,
                 relay_env,
                 keep,
+                floor,
             })
             .await?;
             println!("{}", report.markdown());
+        }
+        Cmd::Floor {
+            port,
+            exchange,
+            workers,
+            channels,
+            size,
+        } => {
+            floor::serve(&floor::FloorOpts {
+                amqp: cfg.amqp.clone(),
+                exchange: exchange
+                    .unwrap_or_else(|| format!("hookrelay.floor.{}", hookrelay_bench::short_id())),
+                port,
+                workers,
+                channels,
+                size,
+            })
+            .await?;
         }
         Cmd::Cleanup { exchange } => {
             compare::delete_relay_topology(&cfg.amqp, &exchange).await?;
