@@ -354,6 +354,14 @@ pub fn cpu_left_us(
     Some(cores / rate * 1e6 - broker_us? - generator_us?)
 }
 
+/// The exactly-once check's missing and duplicate counts as table cells.
+fn check_cells(l: &LoadResult) -> (String, String) {
+    match &l.check {
+        Some(c) => (c.missing.to_string(), c.duplicates.to_string()),
+        None => ("-".into(), "-".into()),
+    }
+}
+
 fn opt_f(v: Option<f64>, digits: usize) -> String {
     match v {
         Some(v) => format!("{v:.digits$}"),
@@ -400,10 +408,7 @@ impl Report {
         let (ratios, nc_ratios) = self.ratios();
         for (i, r) in self.rounds.iter().enumerate() {
             let l = &r.load;
-            let (missing, dup) = match &l.check {
-                Some(c) => (c.missing.to_string(), c.duplicates.to_string()),
-                None => ("-".into(), "-".into()),
-            };
+            let (missing, dup) = check_cells(l);
             s.push_str(&format!(
                 "| {} | {:.0} | {} | {} | {} | {:.0} | {} | {:.2} | {:.0} | {:.2} | {} | {} | {} | {} | {} |\n",
                 i + 1,
@@ -488,10 +493,7 @@ impl Report {
                 let rf = r.load.rate() / f.rate().max(1e-9);
                 floor_ratios.push(fr);
                 relay_floor.push(rf);
-                let (missing, dup) = match &f.check {
-                    Some(c) => (c.missing.to_string(), c.duplicates.to_string()),
-                    None => ("-".into(), "-".into()),
-                };
+                let (missing, dup) = check_cells(f);
                 s.push_str(&format!(
                     "| {} | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
                     i + 1,
