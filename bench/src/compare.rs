@@ -97,67 +97,62 @@ fn free_port() -> Result<u16> {
 /// Start the relay with its own port, exchange and spool directory, and wait for
 /// `/readyz`.
 pub async fn start_relay(opts: &CompareOpts) -> Result<RelayProcess> {
-    let id = crate::short_id();
-    let port = free_port()?;
-    let exchange = format!("hookrelay.bench.{id}");
-    let dir = std::env::temp_dir().join(format!("hookrelay-bench-{id}"));
-    std::fs::create_dir_all(&dir)?;
-    let log = std::fs::File::create(dir.join("relay.log"))?;
-    let mut cmd = Command::new(&opts.relay_bin);
-    cmd.env("HOOKRELAY__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("HOOKRELAY__AMQP__EXCHANGE", &exchange)
-        .env("HOOKRELAY__SPOOL__DIR", dir.join("spool"))
-        .env("HOOKRELAY__DURABILITY__ACK", &opts.ack)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    for (k, v) in &opts.relay_env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", opts.relay_bin.display()))?;
-    let relay = RelayProcess {
-        child,
-        port,
-        exchange,
-        dir,
-        keep: opts.keep,
-    };
-    wait_ready(relay, "relay").await
+    launch("bench", "relay", opts.keep, |port, exchange, dir| {
+        let mut cmd = Command::new(&opts.relay_bin);
+        cmd.env("HOOKRELAY__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("HOOKRELAY__AMQP__EXCHANGE", exchange)
+            .env("HOOKRELAY__SPOOL__DIR", dir.join("spool"))
+            .env("HOOKRELAY__DURABILITY__ACK", &opts.ack);
+        for (k, v) in &opts.relay_env {
+            cmd.env(k, v);
+        }
+        Ok(cmd)
+    })
+    .await
 }
 
 /// Start `hookrelay-bench floor` (this binary) on a free port with its own exchange, and
 /// wait for its `/readyz`.
 pub async fn start_floor(opts: &CompareOpts) -> Result<RelayProcess> {
+    launch("floor", "floor relay", opts.keep, |port, exchange, _| {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["floor", "--port", &port.to_string(), "--exchange", exchange])
+            .args(["--size", &opts.size.to_string()]);
+        Ok(cmd)
+    })
+    .await
+}
+
+/// Give a server its own free port, exchange `hookrelay.<kind>.<id>` and temp directory
+/// (its log goes to `relay.log` there), start the command `build` makes for them, and
+/// wait for its `/readyz`.
+async fn launch(
+    kind: &str,
+    what: &str,
+    keep: bool,
+    build: impl FnOnce(u16, &str, &std::path::Path) -> Result<Command>,
+) -> Result<RelayProcess> {
     let id = crate::short_id();
     let port = free_port()?;
-    let exchange = format!("hookrelay.floor.{id}");
-    let dir = std::env::temp_dir().join(format!("hookrelay-floor-{id}"));
+    let exchange = format!("hookrelay.{kind}.{id}");
+    let dir = std::env::temp_dir().join(format!("hookrelay-{kind}-{id}"));
     std::fs::create_dir_all(&dir)?;
     let log = std::fs::File::create(dir.join("relay.log"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .args([
-            "floor",
-            "--port",
-            &port.to_string(),
-            "--exchange",
-            &exchange,
-        ])
-        .args(["--size", &opts.size.to_string()])
+    let mut cmd = build(port, &exchange, &dir)?;
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .map_err(|e| format!("cannot start the floor relay: {e}"))?;
-    let floor = RelayProcess {
+        .map_err(|e| format!("cannot start the {what} ({:?}): {e}", cmd.get_program()))?;
+    let relay = RelayProcess {
         child,
         port,
         exchange,
         dir,
-        keep: opts.keep,
+        keep,
     };
-    wait_ready(floor, "floor relay").await
+    wait_ready(relay, what).await
 }
 
 async fn wait_ready(mut relay: RelayProcess, what: &str) -> Result<RelayProcess> {
