@@ -207,6 +207,31 @@ impl Vendor {
         }
     }
 
+    /// The vendor's event mapping, `(vendor event, normalized event)`: every routing key
+    /// `<vendor>.<event>` it produces besides its [`Vendor::event_patterns`].
+    /// `docs/asyncapi.yaml` is generated from these two (crates/hookrelay-contract).
+    pub fn events(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Vendor::Kommunicate => kommunicate::EVENTS,
+            Vendor::Chatwoot => chatwoot::EVENTS,
+            Vendor::Cometchat => cometchat::EVENTS,
+        }
+    }
+
+    /// The events outside [`Vendor::events`], as `(vendor event, normalized event)`
+    /// patterns with the variable part in `<>`: the unmapped rule of
+    /// `hookrelay_common::routing::unmapped_event`, and CometChat's other group triggers.
+    pub fn event_patterns(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Vendor::Kommunicate => &[("<eventName>", "unmapped.<eventname>")],
+            Vendor::Chatwoot => &[("<event>", "unmapped.<event>")],
+            Vendor::Cometchat => &[
+                cometchat::GROUP_PATTERN,
+                ("<trigger>", "unmapped.<trigger>"),
+            ],
+        }
+    }
+
     /// Whether a 401 for this vendor carries `WWW-Authenticate: Basic`.
     pub fn uses_basic_auth(self) -> bool {
         matches!(self, Vendor::Kommunicate | Vendor::Cometchat)
