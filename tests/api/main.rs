@@ -6,6 +6,7 @@ mod proxy;
 
 mod durability;
 mod errors;
+mod consumers;
 mod fixtures;
 mod hardening;
 mod hostile;
