@@ -55,7 +55,10 @@ async fn run_consumer(tag: &str, program: &Path, script: &Path, env: &[(&str, St
         .await
         .expect("the consumer is ready within 60 s")
         .unwrap();
-    assert_eq!(ready.as_deref(), Some(format!("consuming {queue}").as_str()));
+    assert_eq!(
+        ready.as_deref(),
+        Some(format!("consuming {queue}").as_str())
+    );
 
     let mut expected = Vec::new();
     for (source, file) in [

@@ -54,7 +54,10 @@ async fn relay_vendor_fixtures(vendor: &str) {
         assert_eq!(d.routing_key.as_str(), expected_rk, "{file}");
         let ev = body_json(&d);
         let errors = schema_errors(&ev);
-        assert!(errors.is_empty(), "{file} vs docs/event.schema.json: {errors:#?}");
+        assert!(
+            errors.is_empty(),
+            "{file} vs docs/event.schema.json: {errors:#?}"
+        );
         // The schema does catch what the relay must never send (ids as numbers, no raw).
         let mut broken = ev.clone();
         broken["id"] = Value::from(7);

@@ -4,9 +4,9 @@
 mod helpers;
 mod proxy;
 
+mod consumers;
 mod durability;
 mod errors;
-mod consumers;
 mod fixtures;
 mod hardening;
 mod hostile;

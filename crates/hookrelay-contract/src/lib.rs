@@ -39,13 +39,12 @@ pub fn history_name(exchange: &str) -> String {
 /// `attachments`), optional when it is skipped when absent.
 pub fn event_schema() -> Value {
     let settings = SchemaSettings::draft2020_12().with(|s| s.contract = Contract::Serialize);
-    let schema = settings.into_generator().into_root_schema_for::<CloudEvent>();
+    let schema = settings
+        .into_generator()
+        .into_root_schema_for::<CloudEvent>();
     let mut schema = schema.to_value();
     drop_null(&mut schema);
-    let vendors: Vec<Value> = Vendor::ALL
-        .iter()
-        .map(|v| Value::from(v.name()))
-        .collect();
+    let vendors: Vec<Value> = Vendor::ALL.iter().map(|v| Value::from(v.name())).collect();
     let root = schema.as_object_mut().expect("a root schema is an object");
     root.insert("$id".into(), SCHEMA_ID.into());
     // The vendor names come from the registry, not from the types (they are strings).
@@ -176,7 +175,10 @@ pub fn asyncapi_text() -> String {
     }
     table.push_str("| `<source>.<type>` | a `standard-webhooks` sender's `type` |\n");
     let description = get_mut(events, &["description"]);
-    let text = description.as_str().expect("description is text").to_owned();
+    let text = description
+        .as_str()
+        .expect("description is text")
+        .to_owned();
     *description = Yaml::String(text + &table);
 
     let mut listed = Mapping::new();
@@ -240,7 +242,10 @@ mod tests {
             "chatwoot.message.created".to_owned(),
         ];
         assert!(key_is_listed(&listed, "cometchat.group.member_joined"));
-        assert!(key_is_listed(&listed, "chatwoot.unmapped.automation_event_x"));
+        assert!(key_is_listed(
+            &listed,
+            "chatwoot.unmapped.automation_event_x"
+        ));
         assert!(key_is_listed(&listed, "chatwoot.message.created"));
         assert!(!key_is_listed(&listed, "chatwoot.message.updated"));
         assert!(!key_is_listed(&listed, "cometchat.group"));

@@ -133,10 +133,15 @@ fn the_official_asyncapi_parser_accepts_the_document() {
         out.status.success(),
         "@asyncapi/parser rejects docs/asyncapi.yaml:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("valid AsyncAPI 3.0.0: 3 channels"), "{stdout}");
+    assert!(
+        stdout.contains("valid AsyncAPI 3.0.0: 3 channels"),
+        "{stdout}"
+    );
     // The payload's $ref to docs/event.schema.json was resolved.
     assert!(
-        stdout.contains("payload requires specversion,id,source,type,time,datacontenttype,vendor,data"),
+        stdout.contains(
+            "payload requires specversion,id,source,type,time,datacontenttype,vendor,data"
+        ),
         "{stdout}"
     );
 }
@@ -159,7 +164,14 @@ fn the_event_schema_is_a_valid_draft_2020_12_schema() {
     // What every event has; the rest only when the event has it.
     assert_eq!(
         required,
-        ["vendor", "source", "event", "vendor_event", "received_at", "raw"]
+        [
+            "vendor",
+            "source",
+            "event",
+            "vendor_event",
+            "received_at",
+            "raw"
+        ]
     );
     for id in [
         &schema["$defs"]["Message"]["properties"]["id"],
@@ -170,4 +182,21 @@ fn the_event_schema_is_a_valid_draft_2020_12_schema() {
         assert_eq!(id["type"], "string", "ids are strings: {id}");
     }
     assert_eq!(data["properties"]["raw"]["type"], "object");
+}
+
+#[test]
+fn the_readme_shows_the_python_consumer_as_it_is() {
+    let script = read("examples/python/consumer.py");
+    let body = &script[script.find("import os").expect("the script imports os")..];
+    assert!(
+        read("README.md").contains(body),
+        "README.md's Python consumer differs from examples/python/consumer.py"
+    );
+    for example in ["examples/python/consumer.py", "examples/node/consumer.mjs"] {
+        let lines = read(example).lines().count();
+        assert!(
+            lines < 60,
+            "{example} has {lines} lines, the examples stay under 60"
+        );
+    }
 }
