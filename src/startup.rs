@@ -28,14 +28,32 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the spool in {dir}: {source}")]
+    /// One line an operator can act on: what is wrong (naming the file, or the key
+    /// `spool.dir`) and what to run next.
+    #[error("{}", spool_hint(dir, source))]
     Spool {
-        dir: String,
+        dir: std::path::PathBuf,
         #[source]
         source: spool::SpoolError,
     },
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
+}
+
+fn spool_hint(dir: &std::path::Path, e: &spool::SpoolError) -> String {
+    use spool::SpoolError;
+    match e {
+        SpoolError::Damaged { .. } => format!("{e}; {}", spool::store::next_steps(dir)),
+        SpoolError::Locked(_) => format!(
+            "{e}; stop that process first, or give this relay its own spool.dir"
+        ),
+        SpoolError::Dir { .. } => e.to_string(),
+        other => format!(
+            "cannot open the spool in {} ({other}); check spool.dir, then `hookrelay spool verify --dir {}`",
+            dir.display(),
+            dir.display()
+        ),
+    }
 }
 
 pub struct Application {
@@ -84,7 +102,7 @@ impl Application {
             Some(
                 Spool::open(&raw.spool.dir, raw.spool.max_bytes).map_err(|source| {
                     StartupError::Spool {
-                        dir: raw.spool.dir.display().to_string(),
+                        dir: raw.spool.dir.clone(),
                         source,
                     }
                 })?,
