@@ -91,13 +91,8 @@ impl Application {
         let (stop_drainer, drainer_rx) = watch::channel(false);
         let (stop_broker, broker_rx) = watch::channel(false);
 
-        let connection_name = match std::env::var("HOSTNAME") {
-            Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
-            _ => "hookrelay relay".to_owned(),
-        };
-        let broker = Broker::new(raw.amqp.clone(), connection_name, metrics.clone());
-        let supervisor = tokio::spawn(broker.clone().run(broker_rx));
-
+        // The spool first: a damaged one stops the start with one error line, before
+        // anything else (the broker connection) runs or logs.
         let spool = if raw.spool.enabled {
             Some(
                 Spool::open(&raw.spool.dir, raw.spool.max_bytes).map_err(|source| {
@@ -110,6 +105,13 @@ impl Application {
         } else {
             None
         };
+        let connection_name = match std::env::var("HOSTNAME") {
+            Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
+            _ => "hookrelay relay".to_owned(),
+        };
+        let broker = Broker::new(raw.amqp.clone(), connection_name, metrics.clone());
+        let supervisor = tokio::spawn(broker.clone().run(broker_rx));
+
         let drainer = spool.as_ref().map(|s| {
             tokio::spawn(spool::run_drainer(
                 s.clone(),

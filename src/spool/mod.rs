@@ -25,7 +25,9 @@ pub use error::SpoolError;
 pub use record::{decode, encode};
 
 use groups::{bit, Partial};
-use record::{measure, records};
+use record::records;
+#[cfg(test)]
+use record::measure;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -139,8 +141,9 @@ pub(crate) fn count(db: &Database, path: &Path, partial: &Partial) -> Result<Cou
         };
         for row in table.iter()? {
             let (k, v) = row?;
-            let (len, size) = measure(v.value());
             let first = k.value();
+            let (len, size) = validate(v.value())
+                .map_err(|why| redb::Error::Corrupted(format!("group {first}: {why}")))?;
             c.depth += partial.get(&first).map_or(u64::from(len), |g| u64::from(g.left));
             c.bytes += size;
             c.next_seq = first + u64::from(len);
@@ -153,6 +156,30 @@ pub(crate) fn count(db: &Database, path: &Path, partial: &Partial) -> Result<Cou
         Ok(Err(e)) => Err(damaged(error::short_reason(&e))),
         Err(panic) => Err(damaged(panic)),
     }
+}
+
+/// Checks one stored group the way a drain will read it: whole records, each with
+/// metadata that decodes and a JSON body. Events and bytes, or what is wrong.
+fn validate(group: &[u8]) -> Result<(u32, u64), String> {
+    let mut rest = group;
+    let (mut n, mut bytes) = (0u32, 0u64);
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err("a record length is cut short".into());
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err("a record is cut short".into());
+        }
+        let (rec, tail) = tail.split_at(len);
+        let msg = decode(rec).ok_or("a record's metadata does not decode")?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&msg.body)
+            .map_err(|_| "a record's event is not JSON")?;
+        n += 1;
+        bytes += len as u64;
+        rest = tail;
+    }
+    Ok((n, bytes))
 }
 
 impl Spool {
