@@ -116,6 +116,8 @@ pub(crate) struct Counted {
     pub next_seq: u64,
     /// First seqs of the stored groups (to forget state of groups no longer stored).
     pub keys: Vec<u64>,
+    /// False for a new file (the groups table is created by the first write).
+    pub has_table: bool,
 }
 
 /// Reads every stored group's size. Damage found here (an error, or a panic inside the
@@ -132,6 +134,7 @@ pub(crate) fn count(db: &Database, path: &Path, partial: &Partial) -> Result<Cou
             bytes: 0,
             next_seq: 1,
             keys: Vec::new(),
+            has_table: false,
         };
         let txn = db.begin_read()?;
         let table = match txn.open_table(GROUPS) {
@@ -139,6 +142,7 @@ pub(crate) fn count(db: &Database, path: &Path, partial: &Partial) -> Result<Cou
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(c),
             Err(e) => return Err(e.into()),
         };
+        c.has_table = true;
         for row in table.iter()? {
             let (k, v) = row?;
             let first = k.value();
@@ -190,8 +194,14 @@ impl Spool {
         store::check_dir(dir)?;
         let path = store::file_in(dir);
         let db = store::open(&path, store::Mode::CreateIfMissing)?;
-        // Create the table now, so reads never meet a store without it.
+        let partial: Partial = Mutex::new(BTreeMap::new());
+        let counted = count(&db, &path, &partial)?;
+        // Checked before anything is written to it: a damaged file is left as it was.
+        // A new one gets its table now, so reads never meet a store without it.
         let init = || -> Result<(), redb::Error> {
+            if counted.has_table {
+                return Ok(());
+            }
             let txn = db.begin_write()?;
             txn.open_table(GROUPS)?;
             txn.commit()?;
@@ -199,16 +209,9 @@ impl Spool {
         };
         match store::catch_store_panic(init) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(SpoolError::Damaged {
-                    path,
-                    reason: error::short_reason(&e),
-                })
-            }
+            Ok(Err(e)) => return Err(SpoolError::Storage(error::short_reason(&e))),
             Err(p) => return Err(SpoolError::Damaged { path, reason: p }),
         }
-        let partial: Partial = Mutex::new(BTreeMap::new());
-        let counted = count(&db, &path, &partial)?;
         let db = Arc::new(db);
         let (health, _) = watch::channel(Health::ok());
         let shared = Arc::new(Shared {

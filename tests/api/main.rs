@@ -13,4 +13,5 @@ mod ops;
 mod properties;
 mod secrets;
 mod spool_faults;
+mod spool_ops;
 mod tls;

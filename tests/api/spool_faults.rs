@@ -12,11 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn broker_addr() -> std::net::SocketAddr {
+pub(crate) fn broker_addr() -> std::net::SocketAddr {
     "127.0.0.1:5672".parse().unwrap()
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "hookrelay-{tag}-{}",
         uuid::Uuid::new_v4().simple()
@@ -27,13 +27,13 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// A tmpfs of a given size, unmounted (and its mount point removed) when dropped, even
 /// when the test fails.
-struct Tmpfs {
-    path: PathBuf,
+pub(crate) struct Tmpfs {
+    pub(crate) path: PathBuf,
 }
 
 impl Tmpfs {
     /// None (after a loud SKIPPED line) where mounting is impossible (not root).
-    fn mount(tag: &str, size: &str, options: &str) -> Option<Self> {
+    pub(crate) fn mount(tag: &str, size: &str, options: &str) -> Option<Self> {
         let path = temp_dir(tag);
         let opts = if options.is_empty() {
             format!("size={size}")
@@ -66,13 +66,13 @@ impl Drop for Tmpfs {
 }
 
 /// The relay as a process, its log lines (JSON) collected.
-struct Relay {
+pub(crate) struct Relay {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
-fn relay_cmd(env: &[(String, String)]) -> Command {
+pub(crate) fn relay_cmd(env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("HOOKRELAY_CONFIG")
@@ -84,7 +84,7 @@ fn relay_cmd(env: &[(String, String)]) -> Command {
 }
 
 impl Relay {
-    fn start(cfg: &TestConfig) -> Self {
+    pub(crate) fn start(cfg: &TestConfig) -> Self {
         let mut cmd = relay_cmd(&cfg.env);
         cmd.arg("serve").stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn hookrelay");
@@ -124,7 +124,7 @@ impl Relay {
             .count()
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -147,7 +147,7 @@ impl Drop for Relay {
     }
 }
 
-fn outage_config(tag: &str, mode: &str, uri: &str, spool_dir: &Path) -> TestConfig {
+pub(crate) fn outage_config(tag: &str, mode: &str, uri: &str, spool_dir: &Path) -> TestConfig {
     let mut cfg = TestConfig::new(tag);
     cfg.set("HOOKRELAY__AMQP__URI", uri);
     cfg.set("HOOKRELAY__AMQP__CONFIRM_TIMEOUT_MS", "1000");
@@ -161,7 +161,7 @@ fn outage_config(tag: &str, mode: &str, uri: &str, spool_dir: &Path) -> TestConf
 }
 
 /// A Kommunicate webhook of about `pad` bytes.
-fn k_body(tag: &str, n: u64, pad: usize) -> Vec<u8> {
+pub(crate) fn k_body(tag: &str, n: u64, pad: usize) -> Vec<u8> {
     format!(
         r#"{{"key":"{tag}-{n}","from":"user-{n}","groupId":42,"message":"{}","timeStamp":1791969697000}}"#,
         "x".repeat(pad)
@@ -170,7 +170,7 @@ fn k_body(tag: &str, n: u64, pad: usize) -> Vec<u8> {
 }
 
 /// Post one event: the status and, on 200, the event id.
-async fn post(client: &reqwest::Client, base: &str, body: Vec<u8>) -> (u16, Option<String>) {
+pub(crate) async fn post(client: &reqwest::Client, base: &str, body: Vec<u8>) -> (u16, Option<String>) {
     let r = client
         .post(format!("{base}/webhooks/kommunicate"))
         .header("content-type", "application/json")
@@ -191,7 +191,7 @@ async fn post(client: &reqwest::Client, base: &str, body: Vec<u8>) -> (u16, Opti
     }
 }
 
-async fn get_json(base: &str, path: &str) -> (u16, Value) {
+pub(crate) async fn get_json(base: &str, path: &str) -> (u16, Value) {
     let r = reqwest::get(format!("{base}{path}")).await.expect("GET");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
@@ -223,7 +223,7 @@ async fn await_ready(base: &str, within: Duration, pred: impl Fn(u16, &Value) ->
 }
 
 /// Receive until every id of `want` arrived; everything received, in order.
-async fn receive_all(tap: &mut Tap, want: &HashSet<String>, within: Duration) -> Vec<String> {
+pub(crate) async fn receive_all(tap: &mut Tap, want: &HashSet<String>, within: Duration) -> Vec<String> {
     let deadline = Instant::now() + within;
     let mut got: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
