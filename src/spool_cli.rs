@@ -2,6 +2,9 @@
 //! of a spool directory, usable while no relay holds it (and, for `export`, on a
 //! damaged or quarantined file).
 
+// redb's error type is large; the closures returning it run once per command.
+#![allow(clippy::result_large_err)]
+
 use crate::broker::{Broker, Outgoing};
 use crate::metrics::Metrics;
 use crate::settings::Validated;
@@ -62,9 +65,10 @@ fn read_store(db: &Database) -> Read {
     };
     match store::catch_store_panic(scan) {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => out
-            .problems
-            .push(format!("reading stopped: {}", spool::error::short_reason(&e))),
+        Ok(Err(e)) => out.problems.push(format!(
+            "reading stopped: {}",
+            spool::error::short_reason(&e)
+        )),
         Err(p) => out.problems.push(format!("reading stopped: {p}")),
     }
     out
@@ -263,7 +267,11 @@ pub fn export(dir: &Path) -> i32 {
             } else {
                 m.body.clone()
             };
-            if out.write_all(&line).and_then(|()| out.write_all(b"\n")).is_err() {
+            if out
+                .write_all(&line)
+                .and_then(|()| out.write_all(b"\n"))
+                .is_err()
+            {
                 return 1;
             }
         }
@@ -369,7 +377,10 @@ pub async fn drain(settings: &Validated, dir: &Path) -> i32 {
         }
         if !broker.is_connected() {
             if !said_waiting {
-                eprintln!("waiting for the broker ({} event(s) to drain)", spool.depth());
+                eprintln!(
+                    "waiting for the broker ({} event(s) to drain)",
+                    spool.depth()
+                );
                 said_waiting = true;
             }
             tokio::select! {
@@ -409,7 +420,10 @@ pub async fn drain(settings: &Validated, dir: &Path) -> i32 {
             settings.raw.amqp.exchange
         );
     } else {
-        eprintln!("{}: stopped with {left} event(s) still spooled", dir.display());
+        eprintln!(
+            "{}: stopped with {left} event(s) still spooled",
+            dir.display()
+        );
     }
     code
 }

@@ -70,7 +70,10 @@ impl CrashReport {
     pub fn print(&self) {
         let mut r = self.restart_ms.clone();
         r.sort_unstable();
-        let pct = |p: f64| r.get(((r.len() as f64 - 1.0) * p).round() as usize).copied();
+        let pct = |p: f64| {
+            r.get(((r.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+        };
         println!("crash consistency: {} SIGKILL runs", self.runs);
         println!(
             "  posted {}, answered 200: {}, refused: {}, no answer (in flight at a kill): {}",
@@ -114,7 +117,9 @@ impl Rng {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 struct Relay {
@@ -191,9 +196,18 @@ fn key_of(event: &[u8], tag: &str) -> Option<String> {
 }
 
 async fn spool_depth(base: &str) -> Option<u64> {
-    let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("hookrelay_spool_depth ")?.trim().parse().ok())
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("hookrelay_spool_depth ")?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 pub async fn run(opts: &CrashOpts) -> Result<CrashReport> {
@@ -283,7 +297,10 @@ pub async fn run(opts: &CrashOpts) -> Result<CrashReport> {
                 while !stop.load(Ordering::Relaxed) {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let key = format!("{tag}-{n}");
-                    outcomes.lock().unwrap().insert(key.clone(), Outcome::NoAnswer);
+                    outcomes
+                        .lock()
+                        .unwrap()
+                        .insert(key.clone(), Outcome::NoAnswer);
                     let r = client
                         .post(format!("{base}/webhooks/kommunicate"))
                         .header("content-type", "application/json")
@@ -367,34 +384,40 @@ pub async fn run(opts: &CrashOpts) -> Result<CrashReport> {
         .status();
     let _ = relay.child.wait();
 
-    let outcomes = outcomes.lock().unwrap();
-    let published = published.lock().unwrap();
-    report.posted = outcomes.len() as u64;
-    report.accepted = accepted.len() as u64;
-    for (key, o) in outcomes.iter() {
-        match o {
-            Outcome::Refused(_) => report.refused += 1,
-            Outcome::NoAnswer => report.in_flight_at_kill += 1,
-            Outcome::Accepted => {}
+    {
+        let outcomes = outcomes.lock().unwrap();
+        let published = published.lock().unwrap();
+        report.posted = outcomes.len() as u64;
+        report.accepted = accepted.len() as u64;
+        for (key, o) in outcomes.iter() {
+            match o {
+                Outcome::Refused(_) => report.refused += 1,
+                Outcome::NoAnswer => report.in_flight_at_kill += 1,
+                Outcome::Accepted => {}
+            }
+            match (o, published.contains_key(key)) {
+                (Outcome::Accepted, false) => report.lost += 1,
+                (Outcome::Refused(_), true) => report.published_after_refusal += 1,
+                (Outcome::NoAnswer, true) => report.published_without_answer += 1,
+                _ => {}
+            }
         }
-        match (o, published.contains_key(key)) {
-            (Outcome::Accepted, false) => report.lost += 1,
-            (Outcome::Refused(_), true) => report.published_after_refusal += 1,
-            (Outcome::NoAnswer, true) => report.published_without_answer += 1,
-            _ => {}
+        for (key, n) in published.iter() {
+            if !outcomes.contains_key(key) {
+                report.phantom += 1;
+            }
+            report.duplicates += n.saturating_sub(1);
         }
+        report.published_unique = published.len() as u64;
     }
-    for (key, n) in published.iter() {
-        if !outcomes.contains_key(key) {
-            report.phantom += 1;
-        }
-        report.duplicates += n.saturating_sub(1);
-    }
-    report.published_unique = published.len() as u64;
 
-    let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
     let unrouted = hookrelay_common::topology::unrouted_name(&exchange);
-    let _ = ch.queue_delete(unrouted.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = ch
+        .queue_delete(unrouted.as_str().into(), QueueDeleteOptions::default())
+        .await;
     let _ = ch
         .exchange_delete(unrouted.as_str().into(), ExchangeDeleteOptions::default())
         .await;

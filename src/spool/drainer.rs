@@ -112,8 +112,7 @@ pub async fn drain_once(
                         // the channel sees the spool's order without a wait per message.
                         let mut publish = Box::pin(broker.publish_ordered(msg, 0));
                         let first =
-                            std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx)))
-                                .await;
+                            std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
                         let early = match first {
                             Poll::Ready(Err(e)) => {
                                 failure = Some(e.into());

@@ -13,6 +13,10 @@
 //! publish what it holds, and declares it healthy again once a probe write of an
 //! event's size succeeds ([`store`] has the safe open and the probe).
 
+// redb's error type is large (160 bytes); the closures returning it run once per commit
+// or scan, and exist to catch the store's panics at this boundary.
+#![allow(clippy::result_large_err)]
+
 pub mod drainer;
 pub mod error;
 pub mod groups;
@@ -25,9 +29,9 @@ pub use error::SpoolError;
 pub use record::{decode, encode};
 
 use groups::{bit, Partial};
-use record::records;
 #[cfg(test)]
 use record::measure;
+use record::records;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,8 +100,11 @@ impl Shared {
     }
 }
 
+/// Where an append hears its seq, or why it was refused.
+pub(crate) type Reply = oneshot::Sender<Result<u64, SpoolError>>;
+
 pub(crate) enum Cmd {
-    Append(Vec<u8>, oneshot::Sender<Result<u64, SpoolError>>),
+    Append(Vec<u8>, Reply),
     /// Confirmed events; the sender (if any) hears once their deletion is committed.
     Confirmed(Vec<u64>, Option<oneshot::Sender<()>>),
     Close(oneshot::Sender<()>),
@@ -148,7 +155,9 @@ pub(crate) fn count(db: &Database, path: &Path, partial: &Partial) -> Result<Cou
             let first = k.value();
             let (len, size) = validate(v.value())
                 .map_err(|why| redb::Error::Corrupted(format!("group {first}: {why}")))?;
-            c.depth += partial.get(&first).map_or(u64::from(len), |g| u64::from(g.left));
+            c.depth += partial
+                .get(&first)
+                .map_or(u64::from(len), |g| u64::from(g.left));
             c.bytes += size;
             c.next_seq = first + u64::from(len);
             c.keys.push(first);
@@ -326,7 +335,11 @@ impl Spool {
             let first = k.value();
             // Which of its events are confirmed (not in `partial`: none yet).
             let done: Option<(u32, Vec<u64>)> = {
-                let partial = self.shared.partial.lock().unwrap_or_else(|e| e.into_inner());
+                let partial = self
+                    .shared
+                    .partial
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 partial.get(&first).map(|g| (g.left, g.confirmed.clone()))
             };
             if done.as_ref().is_some_and(|(left, _)| *left == 0) {
@@ -643,14 +656,22 @@ mod tests {
         spool.mark_confirmed_committed(vec![1]).await;
         assert_eq!(spool.depth(), 2);
         assert_eq!(seqs_after(&spool, None, 10), vec![2, 3]);
-        assert_eq!(stored_groups(&spool).len(), 1, "the group stays until all are confirmed");
+        assert_eq!(
+            stored_groups(&spool).len(),
+            1,
+            "the group stays until all are confirmed"
+        );
         spool.close().await;
         drop(spool);
         let spool = Spool::open(&dir, 1 << 26).unwrap();
         assert_eq!(spool.depth(), 3, "the whole group is back");
         let back = spool.read_after(None, 10).unwrap();
         assert_eq!(back, (1..=3).map(|i| (i, msg(i))).collect::<Vec<_>>());
-        assert_eq!(spool.append(&msg(4)).await.unwrap(), 4, "seqs go on after it");
+        assert_eq!(
+            spool.append(&msg(4)).await.unwrap(),
+            4,
+            "seqs go on after it"
+        );
         spool.close().await;
     }
 

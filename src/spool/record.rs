@@ -66,8 +66,8 @@ pub fn scan_raw(bytes: &[u8]) -> Vec<(usize, Outgoing)> {
         if p < 4 {
             continue;
         }
-        let len = u32::from_le_bytes([bytes[p - 4], bytes[p - 3], bytes[p - 2], bytes[p - 1]])
-            as usize;
+        let len =
+            u32::from_le_bytes([bytes[p - 4], bytes[p - 3], bytes[p - 2], bytes[p - 1]]) as usize;
         let Some(rec) = bytes.get(p..p.saturating_add(len)) else {
             continue;
         };

@@ -4,7 +4,7 @@
 use super::error::{storage, SpoolError};
 use super::groups::{GroupState, NewGroup};
 use super::record::{measure, push_record};
-use super::{count, store, Cmd, Health, Shared, GROUPS};
+use super::{count, store, Cmd, Health, Reply, Shared, GROUPS};
 use redb::{Database, Durability, TableDefinition};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -99,7 +99,11 @@ impl Writer {
 
     /// Marks confirmed events in memory; groups with none left join `drops`.
     fn confirm(&mut self, seqs: &[u64]) {
-        let mut partial = self.shared.partial.lock().unwrap_or_else(|e| e.into_inner());
+        let mut partial = self
+            .shared
+            .partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut stored = None;
         let mut confirmed = 0u64;
         for &seq in seqs {
@@ -211,11 +215,7 @@ impl Writer {
         closing
     }
 
-    fn commit_healthy(
-        &mut self,
-        appends: Vec<(Vec<u8>, tokio::sync::oneshot::Sender<Result<u64, SpoolError>>)>,
-        closing: bool,
-    ) {
+    fn commit_healthy(&mut self, appends: Vec<(Vec<u8>, Reply)>, closing: bool) {
         let max_bytes = self.shared.max_bytes;
         // The batch's records as groups of at most GROUP_MAX_BYTES each (usually one).
         let mut groups: Vec<NewGroup> = Vec::new();
@@ -314,7 +314,11 @@ impl Writer {
             Err(p) => return Err(p),
         }
         if drops > 0 {
-            let mut partial = self.shared.partial.lock().unwrap_or_else(|e| e.into_inner());
+            let mut partial = self
+                .shared
+                .partial
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for (key, _) in self.drops.drain(..drops) {
                 partial.remove(&key);
             }

@@ -17,10 +17,7 @@ pub(crate) fn broker_addr() -> std::net::SocketAddr {
 }
 
 pub(crate) fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "hookrelay-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let d = std::env::temp_dir().join(format!("hookrelay-{tag}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -86,7 +83,9 @@ pub(crate) fn relay_cmd(env: &[(String, String)]) -> Command {
 impl Relay {
     pub(crate) fn start(cfg: &TestConfig) -> Self {
         let mut cmd = relay_cmd(&cfg.env);
-        cmd.arg("serve").stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn hookrelay");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -170,7 +169,11 @@ pub(crate) fn k_body(tag: &str, n: u64, pad: usize) -> Vec<u8> {
 }
 
 /// Post one event: the status and, on 200, the event id.
-pub(crate) async fn post(client: &reqwest::Client, base: &str, body: Vec<u8>) -> (u16, Option<String>) {
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    body: Vec<u8>,
+) -> (u16, Option<String>) {
     let r = client
         .post(format!("{base}/webhooks/kommunicate"))
         .header("content-type", "application/json")
@@ -217,13 +220,20 @@ async fn await_ready(base: &str, within: Duration, pred: impl Fn(u16, &Value) ->
         if pred(status, &v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "readyz never got there: {status} {v}");
+        assert!(
+            Instant::now() < deadline,
+            "readyz never got there: {status} {v}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Receive until every id of `want` arrived; everything received, in order.
-pub(crate) async fn receive_all(tap: &mut Tap, want: &HashSet<String>, within: Duration) -> Vec<String> {
+pub(crate) async fn receive_all(
+    tap: &mut Tap,
+    want: &HashSet<String>,
+    within: Duration,
+) -> Vec<String> {
     let deadline = Instant::now() + within;
     let mut got: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
@@ -282,7 +292,10 @@ async fn disk_full_then_broker_back(mode: &str) {
     let client = reqwest::Client::new();
     let tag = uuid::Uuid::new_v4().simple().to_string();
     proxy.cut();
-    await_ready(&relay.base, Duration::from_secs(10), |_, v| v["broker"] == "disconnected").await;
+    await_ready(&relay.base, Duration::from_secs(10), |_, v| {
+        v["broker"] == "disconnected"
+    })
+    .await;
     let (mut accepted, refused, next) = fill(&client, &relay.base, &tag, 0, 60_000, 700).await;
     assert!(
         accepted.len() > 20 && refused > 0,
@@ -298,7 +311,10 @@ async fn disk_full_then_broker_back(mode: &str) {
     assert_eq!(metric(&relay.base, "hookrelay_spool_healthy").await, 0.0);
     assert!(metric(&relay.base, "hookrelay_spool_errors_total").await >= 1.0);
     // The relay keeps running and keeps refusing while it cannot store.
-    assert_eq!(post(&client, &relay.base, k_body(&tag, next, 10)).await.0, 503);
+    assert_eq!(
+        post(&client, &relay.base, k_body(&tag, next, 10)).await.0,
+        503
+    );
 
     proxy.restore();
     await_ready(&relay.base, Duration::from_secs(15), |s, v| {
@@ -328,14 +344,22 @@ async fn disk_full_then_broker_back(mode: &str) {
     assert_eq!(metric(&relay.base, "hookrelay_spool_depth").await, 0.0);
     // Healthy again: a new event while the broker is away is spooled (200) again.
     proxy.cut();
-    await_ready(&relay.base, Duration::from_secs(10), |_, v| v["broker"] == "disconnected").await;
+    await_ready(&relay.base, Duration::from_secs(10), |_, v| {
+        v["broker"] == "disconnected"
+    })
+    .await;
     let (s, id) = post(&client, &relay.base, k_body(&tag, next + 100, 1000)).await;
     assert_eq!(s, 200, "the spool takes events again without a restart");
     proxy.restore();
     let last: HashSet<String> = [id.unwrap()].into();
     receive_all(&mut tap, &last, Duration::from_secs(30)).await;
     // One line per change of state, not one per retry.
-    assert_eq!(relay.lines_with("spool write failed"), 1, "{:?}", relay.log.lock().unwrap());
+    assert_eq!(
+        relay.lines_with("spool write failed"),
+        1,
+        "{:?}",
+        relay.log.lock().unwrap()
+    );
     assert_eq!(relay.lines_with("spool writable again"), 1);
     assert!(relay.lines_with("spool drain paused") <= 3);
     relay.stop();
@@ -370,11 +394,22 @@ async fn disk_full_then_space_freed(mode: &str) {
     let relay = Relay::start(&cfg);
     let client = reqwest::Client::new();
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    await_ready(&relay.base, Duration::from_secs(10), |_, v| v["broker"] == "disconnected").await;
+    await_ready(&relay.base, Duration::from_secs(10), |_, v| {
+        v["broker"] == "disconnected"
+    })
+    .await;
     let (mut accepted, refused, next) = fill(&client, &relay.base, &tag, 0, 30_000, 700).await;
-    assert!(!accepted.is_empty() && refused > 0, "{} / {refused}", accepted.len());
+    assert!(
+        !accepted.is_empty() && refused > 0,
+        "{} / {refused}",
+        accepted.len()
+    );
     let (status, ready) = get_json(&relay.base, "/readyz").await;
-    assert_eq!((status, &ready["status"]), (503, &Value::from("unavailable")), "{ready}");
+    assert_eq!(
+        (status, &ready["status"]),
+        (503, &Value::from("unavailable")),
+        "{ready}"
+    );
     assert_eq!(metric(&relay.base, "hookrelay_spool_healthy").await, 0.0);
 
     std::fs::remove_file(&filler).unwrap();
@@ -400,7 +435,10 @@ async fn disk_full_then_space_freed(mode: &str) {
         }
     }
     assert_eq!(firsts, accepted, "published once each, in arrival order");
-    await_ready(&relay.base, Duration::from_secs(30), |s, v| s == 200 && v["status"] == "ok").await;
+    await_ready(&relay.base, Duration::from_secs(30), |s, v| {
+        s == 200 && v["status"] == "ok"
+    })
+    .await;
     assert_eq!(relay.lines_with("spool write failed"), 1);
     relay.stop();
     drop(fs);

@@ -94,7 +94,11 @@ fn digest(path: &Path) -> Vec<u8> {
 }
 
 fn spool_cmd(cfg: &TestConfig, args: &[&str]) -> Output {
-    relay_cmd(&cfg.env).arg("spool").args(args).output().unwrap()
+    relay_cmd(&cfg.env)
+        .arg("spool")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn lines(out: &Output) -> Vec<Value> {
@@ -116,7 +120,9 @@ async fn a_damaged_spool_is_refused_at_start_with_one_line_and_nothing_deleted()
     let mut random = |n: usize| -> Vec<u8> {
         (0..n)
             .map(|_| {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (rng >> 64) as u8
             })
             .collect()
@@ -154,8 +160,16 @@ async fn a_damaged_spool_is_refused_at_start_with_one_line_and_nothing_deleted()
         assert_refused(&out, &[file.to_str().unwrap(), "hookrelay spool"]);
         assert!(file.exists(), "{what}: the file is still there");
         assert_eq!(digest(&file), before, "{what}: the file is untouched");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names.len(), 1, "{what}: nothing added or removed: {names:?}");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "{what}: nothing added or removed: {names:?}"
+        );
     }
     // The good file again: it starts and publishes everything.
     std::fs::write(&file, &good).unwrap();
@@ -221,10 +235,21 @@ async fn an_unreadable_file_a_missing_or_unwritable_spool_dir_are_refused() {
     spool_with_events(&cfg, 3).await;
     let file = dir.join("spool.redb");
     let before = digest(&file);
-    Command::new("chown").args(["-R", "65534:65534"]).arg(&dir).status().unwrap();
+    Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&dir)
+        .status()
+        .unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o200)).unwrap();
     let out = serve_to_exit(&cfg, Some(as_nobody));
-    assert_refused(&out, &[file.to_str().unwrap(), "permission denied", "hookrelay spool"]);
+    assert_refused(
+        &out,
+        &[
+            file.to_str().unwrap(),
+            "permission denied",
+            "hookrelay spool",
+        ],
+    );
     assert_eq!(digest(&file), before, "untouched");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&locked);
@@ -250,17 +275,28 @@ async fn spool_commands_status_verify_export_drain_quarantine() {
     assert_eq!(status["healthy"], true, "{status}");
     assert_eq!(status["dir"], d);
     assert!(status["bytes"].as_u64().unwrap() > 12 * 2000);
-    assert!(status["oldest"].as_str().unwrap().ends_with('Z'), "{status}");
+    assert!(
+        status["oldest"].as_str().unwrap().ends_with('Z'),
+        "{status}"
+    );
     assert_eq!(status["error"], Value::Null);
 
     let out = spool_cmd(&cfg, &["verify", "--dir", d]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // `--dir` defaults to spool.dir.
     let out = spool_cmd(&cfg, &["export"]);
     assert_eq!(out.status.code(), Some(0));
     let events = lines(&out);
-    let exported: Vec<String> = events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let exported: Vec<String> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(exported, ids, "every event, in spool order");
     assert_eq!(events[0]["specversion"], "1.0");
     assert_eq!(events[0]["type"], "kommunicate.message.created");
@@ -269,12 +305,18 @@ async fn spool_commands_status_verify_export_drain_quarantine() {
     let relay = Relay::start(&cfg);
     let out = spool_cmd(&cfg, &["drain"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("running relay"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("running relay"),
+        "{out:?}"
+    );
     let out = spool_cmd(&cfg, &["quarantine"]);
     assert_eq!(out.status.code(), Some(1));
     let out = spool_cmd(&cfg, &["status"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(lines(&out)[0]["error"].as_str().unwrap().contains("running relay"));
+    assert!(lines(&out)[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("running relay"));
     let (_, ready) = get_json(&relay.base, "/readyz").await;
     assert_eq!(ready["spool"]["depth"], 12, "{ready}");
     relay.stop();
@@ -283,7 +325,12 @@ async fn spool_commands_status_verify_export_drain_quarantine() {
     cfg.set("HOOKRELAY__AMQP__URI", BROKER);
     let mut tap = Tap::new(&cfg.exchange, "#").await;
     let out = spool_cmd(&cfg, &["drain"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want: HashSet<String> = ids.iter().cloned().collect();
     let got = receive_all(&mut tap, &want, Duration::from_secs(20)).await;
     assert_eq!(got, ids, "in order, once each");
@@ -310,11 +357,22 @@ async fn spool_commands_status_verify_export_drain_quarantine() {
     let out = spool_cmd(&cfg2, &["export", "--dir", d2]);
     assert_eq!(out.status.code(), Some(1), "some unreadable");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreadable"));
-    let salvaged: Vec<String> = lines(&out).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let salvaged: Vec<String> = lines(&out)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     assert!(!salvaged.is_empty(), "something salvaged from half a file");
-    assert!(salvaged.iter().all(|id| ids2.contains(id)), "only real events");
+    assert!(
+        salvaged.iter().all(|id| ids2.contains(id)),
+        "only real events"
+    );
     let out = spool_cmd(&cfg2, &["quarantine", "--dir", d2]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!file.exists());
     let names: Vec<String> = std::fs::read_dir(&dir2)
         .unwrap()
@@ -322,15 +380,24 @@ async fn spool_commands_status_verify_export_drain_quarantine() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
-    let stamp = names[0].strip_prefix("spool.redb.damaged-").expect("renamed");
+    let stamp = names[0]
+        .strip_prefix("spool.redb.damaged-")
+        .expect("renamed");
     assert_eq!(stamp.len(), 16, "yyyymmddThhmmssZ: {stamp}");
     assert!(stamp.ends_with('Z') && &stamp[8..9] == "T", "{stamp}");
     let out = spool_cmd(&cfg2, &["export", "--dir", d2]);
-    let again: Vec<String> = lines(&out).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let again: Vec<String> = lines(&out)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(again, salvaged, "export still reads the renamed file");
     let relay = Relay::start(&cfg2);
     let (s, ready) = get_json(&relay.base, "/readyz").await;
-    assert_eq!((s, &ready["spool"]["depth"]), (200, &Value::from(0)), "{ready}");
+    assert_eq!(
+        (s, &ready["spool"]["depth"]),
+        (200, &Value::from(0)),
+        "{ready}"
+    );
     relay.stop();
     remove_relay_topology(&cfg2.exchange).await;
     let _ = std::fs::remove_dir_all(&dir);
