@@ -253,21 +253,18 @@ mod tests {
     }
 
     #[test]
-    fn every_vendor_has_keys_and_an_unmapped_pattern() {
+    fn every_vendor_with_a_mapping_also_routes_what_it_does_not_map() {
         let keys = routing_keys();
-        for v in Vendor::ALL {
+        // A vendor that routes by source name (`standard-webhooks`: `<source>.<type>`)
+        // has no table; the document's static `<source>.<type>` row covers it.
+        for v in Vendor::ALL.into_iter().filter(|v| !v.events().is_empty()) {
             let unmapped = format!("{}.unmapped.", v.name());
             assert!(
                 keys.iter().any(|k| k.key.starts_with(&unmapped)),
                 "{} routes what it does not map",
                 v.name()
             );
-            assert!(
-                keys.iter()
-                    .any(|k| k.vendor == v.name() && !k.key.contains('<')),
-                "{} maps some events",
-                v.name()
-            );
         }
+        assert!(keys.iter().any(|k| !k.key.contains('<')));
     }
 }

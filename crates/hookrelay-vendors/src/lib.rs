@@ -209,7 +209,8 @@ impl Vendor {
 
     /// The vendor's event mapping, `(vendor event, normalized event)`: every routing key
     /// `<vendor>.<event>` it produces besides its [`Vendor::event_patterns`].
-    /// `docs/asyncapi.yaml` is generated from these two (crates/hookrelay-contract).
+    /// `docs/asyncapi.yaml` is generated from these two (crates/hookrelay-contract). A
+    /// vendor whose keys start with the source name instead (`<source>.<type>`) has none.
     pub fn events(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Vendor::Kommunicate => kommunicate::EVENTS,
