@@ -1,8 +1,10 @@
-//! hookrelay's consumer workers: each kind is a [`Handler`](hookrelay_common::consume::Handler)
-//! run by the shared consume loop in `hookrelay_common::consume`.
+//! hookrelay's consumer workers: each kind is a [`Handler`](consume::Handler) run by the
+//! shared consume loop in [`consume`].
 //!
 //! # Layout
 //!
+//! - [`consume`]: the consume loop every durable kind runs (prefetch, ack after the work,
+//!   retry with delay, park after `max_attempts`, reconnect, drain on shutdown).
 //! - [`cli`]: the command line (clap derive).
 //! - [`settings`]: `[amqp]`, `[log]`, `[worker]`, `[archive]`, `[forward]` of the shared config.
 //! - [`tail`]: print events live from a throw-away queue.
@@ -15,6 +17,7 @@
 
 pub mod archive;
 pub mod cli;
+pub mod consume;
 pub mod forward;
 pub mod replay;
 pub mod settings;

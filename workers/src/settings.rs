@@ -1,8 +1,8 @@
 //! The workers' view of the shared configuration: `[amqp]`, `[log]`, `[worker]`,
 //! `[archive]` and `[forward]` (the relay's sections are ignored here).
 
+use crate::consume::WorkerSettings;
 use hookrelay_common::amqp::AmqpSettings;
-use hookrelay_common::consume::WorkerSettings;
 use hookrelay_common::logging::LogSettings;
 use hookrelay_common::settings::{self, SettingsError};
 use hookrelay_common::Secret;

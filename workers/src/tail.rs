@@ -2,9 +2,9 @@
 //! exclusive, auto-delete queue. For people watching a stream; it keeps nothing.
 
 use crate::cli::TailArgs;
+use crate::consume::{self, ConsumeConfig, Failure, Handler, Incoming, QueueSpec};
 use crate::settings::Settings;
 use crate::WorkerError;
-use hookrelay_common::consume::{self, ConsumeConfig, Failure, Handler, Incoming, QueueSpec};
 use hookrelay_common::event::CloudEvent;
 use std::future::Future;
 use std::io::Write;
