@@ -4,6 +4,7 @@
 use hookrelay_common::amqp::AmqpSettings;
 use hookrelay_common::logging::LogSettings;
 use hookrelay_common::settings::{string_or_list, SettingsError};
+use hookrelay_common::topology::HistorySettings;
 use hookrelay_common::Secret;
 use hookrelay_vendors::{Credentials, Vendor};
 use ipnet::IpNet;
@@ -31,6 +32,9 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
+    /// `[history]`: the stream every event is also kept on.
+    #[serde(default)]
+    pub history: HistorySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +281,7 @@ impl Settings {
             ));
         }
         self.amqp.validate()?;
+        self.history.validate()?;
         if self.spool.dir.as_os_str().is_empty() {
             return Err(SettingsError::key("spool.dir", "is missing"));
         }
