@@ -311,7 +311,38 @@ impl Broker {
         out
     }
 
-    /// Delete what a test declared (best effort; names are unique anyway).
+    /// The events exchange and its history stream, declared by the relay's own code
+    /// (`<exchange>.history`, bound with `#`); returns the stream's name.
+    pub async fn declare_history(&self, exchange: &str) -> String {
+        let ch = self.conn.create_channel().await.unwrap();
+        hookrelay_common::topology::declare_events(&ch, exchange)
+            .await
+            .unwrap();
+        let _ = ch.close(200, "ok".into()).await;
+        let declared = hookrelay_common::topology::declare_history(
+            &self.conn,
+            exchange,
+            &hookrelay_common::topology::HistorySettings::default(),
+        )
+        .await
+        .unwrap();
+        match declared {
+            hookrelay_common::topology::HistoryDeclared::Ready { stream } => stream,
+            other => panic!("history stream not declared: {other:?}"),
+        }
+    }
+
+    /// A fresh channel on the test's connection (for declarations that may fail).
+    pub async fn channel(&self) -> Channel {
+        self.conn.create_channel().await.unwrap()
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Delete what a test declared (best effort; names are unique anyway). Streams keep
+    /// their disk on the shared broker until deleted, so the history stream goes too.
     pub async fn cleanup(&self, names: &Names) {
         let ch = self.conn.create_channel().await.unwrap();
         for q in [
@@ -319,6 +350,7 @@ impl Broker {
             names.retry(),
             names.parked(),
             format!("{}.unrouted", names.exchange),
+            format!("{}.history", names.exchange),
         ] {
             let _ = ch
                 .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
