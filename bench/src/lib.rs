@@ -5,6 +5,8 @@
 //!   check of what reached the exchange, and the relay's CPU and memory.
 //! - [`compare`]: starts a relay and alternates ceiling and load, one Markdown table.
 //! - [`floor`]: the relay's stack without the relay's work, the floor for any relay here.
+//! - [`history`]: `hookrelay-worker history`'s replay rate against the broker's own
+//!   stream-read rate.
 //! - [`bodies`], [`stats`], [`procstat`], [`config`]: the pure parts (unit-tested).
 
 pub mod bodies;
@@ -12,6 +14,7 @@ pub mod ceiling;
 pub mod compare;
 pub mod config;
 pub mod floor;
+pub mod history;
 pub mod load;
 pub mod procstat;
 pub mod stats;

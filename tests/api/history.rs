@@ -140,6 +140,7 @@ async fn a_stream_declared_with_other_arguments_is_reported_and_publishing_goes_
     let mut cfg = TestConfig::new("history-clash");
     cfg.set("HOOKRELAY__HISTORY__ENABLED", "true");
     let stream = topology::history_name(&cfg.exchange);
+    let _guard = DeleteOnDrop(stream.clone());
     // Someone declared it before, with a one-day retention.
     let mut args = FieldTable::default();
     args.insert(
@@ -213,6 +214,35 @@ async fn a_stream_declared_with_other_arguments_is_reported_and_publishing_goes_
     let _ = ch
         .queue_delete(stream.as_str().into(), Default::default())
         .await;
+}
+
+/// Deletes a stream when dropped, also when the test failed before its clean-up: a
+/// stream keeps its disk on the shared broker until deleted.
+struct DeleteOnDrop(String);
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // Its own thread and runtime: works while a panic unwinds the test's.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(conn) = Connection::connect(BROKER, ConnectionProperties::default()).await
+                {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = ch
+                            .queue_delete(name.as_str().into(), Default::default())
+                            .await;
+                    }
+                    let _ = conn.close(200, "bye".into()).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// The relay as a process, its stderr (JSON log lines) collected.

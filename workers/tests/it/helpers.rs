@@ -520,3 +520,34 @@ fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::UnboundedReceiver<Stri
     });
     rx
 }
+
+/// Deletes a stream when dropped, also when the test failed before its clean-up: a
+/// stream keeps its disk on the shared broker until deleted.
+pub struct DeleteOnDrop(pub String);
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // A thread of its own with its own runtime: works whether or not the test's
+        // runtime is still running (a panic unwinds through it).
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(conn) =
+                    Connection::connect(&amqp_uri(), ConnectionProperties::default()).await
+                {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = ch
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    let _ = conn.close(200, "bye".into()).await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -130,6 +130,7 @@ async fn the_stream_is_declared_with_the_retention_arguments_and_other_arguments
     let names = Names::new("hist-args");
     let broker = Broker::connect().await;
     let stream = broker.declare_history(&names.exchange).await;
+    let _guard = DeleteOnDrop(stream.clone());
     assert_eq!(stream, format!("{}.history", names.exchange));
 
     // Same arguments: RabbitMQ accepts the redeclaration (it compares every argument).
@@ -207,7 +208,7 @@ async fn the_stream_is_declared_with_the_retention_arguments_and_other_arguments
 async fn history_reads_a_window_by_time_or_duration_until_a_time_with_filters() {
     let names = Names::new("hist-window");
     let broker = Broker::connect().await;
-    broker.declare_history(&names.exchange).await;
+    let _guard = DeleteOnDrop(broker.declare_history(&names.exchange).await);
     let started = OffsetDateTime::now_utc() - time::Duration::seconds(2);
 
     let first = events("w1", 12);
@@ -304,7 +305,7 @@ async fn history_reads_a_window_by_time_or_duration_until_a_time_with_filters() 
 async fn history_republishes_to_a_fresh_queue_and_an_exchange_with_confirms() {
     let names = Names::new("hist-republish");
     let broker = Broker::connect().await;
-    broker.declare_history(&names.exchange).await;
+    let _guard = DeleteOnDrop(broker.declare_history(&names.exchange).await);
     let all = events("r", 30);
     broker.publish_events(&names.exchange, &all).await;
     let target = format!("{}.backfill", names.queue);
@@ -502,7 +503,7 @@ async fn a_missing_stream_is_a_clear_error_and_bad_times_are_refused() {
 async fn tail_since_prints_history_then_live_without_gap_or_repeat_at_the_switch() {
     let names = Names::new("hist-tail");
     let broker = Broker::connect().await;
-    broker.declare_history(&names.exchange).await;
+    let _guard = DeleteOnDrop(broker.declare_history(&names.exchange).await);
     let before = events("old", 300);
     broker.publish_events(&names.exchange, &before).await;
 
