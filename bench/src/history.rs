@@ -42,6 +42,8 @@ pub struct HistoryRound {
 }
 
 pub struct HistoryReport {
+    /// The stream's files on this machine's broker, when its data directory is readable.
+    pub disk_bytes: Option<u64>,
     pub events: usize,
     pub size: usize,
     pub prefetch: u16,
@@ -195,6 +197,7 @@ pub async fn run(opts: &HistoryOpts) -> Result<HistoryReport> {
     };
     let result = async {
         let fill_rate = fill(&conn, &exchange, opts.events, opts.size).await?;
+        let disk_bytes = stream_disk_bytes(&exchange);
         let mut rounds = Vec::new();
         let prefetch = opts.prefetch.to_string();
         for r in 0..opts.rounds {
@@ -230,6 +233,7 @@ pub async fn run(opts: &HistoryOpts) -> Result<HistoryReport> {
             });
         }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(HistoryReport {
+            disk_bytes,
             events: opts.events,
             size: opts.size,
             prefetch: opts.prefetch,
@@ -260,6 +264,32 @@ pub async fn run(opts: &HistoryOpts) -> Result<HistoryReport> {
     result
 }
 
+/// Bytes of the stream's segment and index files, found by the exchange's unique id in a
+/// local broker's data directory (`/var/lib/rabbitmq/mnesia/<node>/stream/<dir>`); `None`
+/// for a remote broker or an unreadable directory.
+fn stream_disk_bytes(exchange: &str) -> Option<u64> {
+    let id = exchange.rsplit('.').next()?;
+    let nodes = std::fs::read_dir("/var/lib/rabbitmq/mnesia").ok()?;
+    for node in nodes.flatten() {
+        let Ok(dirs) = std::fs::read_dir(node.path().join("stream")) else {
+            continue;
+        };
+        for d in dirs.flatten() {
+            if d.file_name().to_string_lossy().contains(id) {
+                let files = std::fs::read_dir(d.path()).ok()?;
+                return Some(
+                    files
+                        .flatten()
+                        .filter_map(|f| f.metadata().ok())
+                        .map(|m| m.len())
+                        .sum(),
+                );
+            }
+        }
+    }
+    None
+}
+
 impl HistoryReport {
     pub fn markdown(&self) -> String {
         let col = |f: fn(&HistoryRound) -> f64| -> Vec<f64> { self.rounds.iter().map(f).collect() };
@@ -274,6 +304,13 @@ impl HistoryReport {
             self.prefetch,
             self.rounds.len()
         );
+        if let Some(b) = self.disk_bytes {
+            out.push_str(&format!(
+                "stream on disk: {b} bytes, {:.0} B per event ({:.0} B over the body)\n\n",
+                b as f64 / self.events as f64,
+                b as f64 / self.events as f64 - self.size as f64
+            ));
+        }
         out.push_str("| round | broker stream read (events/s) | `history --to-queue` (events/s) | ratio | peak RSS (MiB) | `history` to /dev/null (events/s) |\n");
         out.push_str("| --- | --- | --- | --- | --- | --- |\n");
         for (i, r) in self.rounds.iter().enumerate() {

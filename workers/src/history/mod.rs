@@ -170,6 +170,14 @@ where
         (None, None) => Target::Stdout,
     };
     let stream_name = settings.history.stream_name(&settings.amqp.exchange);
+    if let Target::Exchange(x) = &target {
+        if *x == settings.amqp.exchange {
+            tracing::warn!(
+                exchange = %x,
+                "republishing into the events exchange: the history stream gets these events a second time"
+            );
+        }
+    }
     let prefetch = args.prefetch.unwrap_or(settings.worker.prefetch).max(1);
     let window = Window {
         stream: stream_name.clone(),
@@ -527,8 +535,11 @@ where
                     &conn,
                     &stream_name,
                     &mut next,
-                    &patterns,
-                    json,
+                    &Follow {
+                        patterns: &patterns,
+                        json,
+                        prefetch: settings.worker.prefetch,
+                    },
                     shutdown.as_mut(),
                     &mut backoff,
                 )
@@ -554,12 +565,18 @@ where
     }
 }
 
+/// What `tail --since` prints.
+struct Follow<'a> {
+    patterns: &'a Patterns,
+    json: bool,
+    prefetch: u16,
+}
+
 async fn follow_on<S>(
     conn: &Connection,
     stream_name: &str,
     next: &mut Start,
-    patterns: &Patterns,
-    json: bool,
+    f: &Follow<'_>,
     mut shutdown: std::pin::Pin<&mut S>,
     backoff: &mut Backoff,
 ) -> Result<(), HistoryError>
@@ -567,7 +584,7 @@ where
     S: Future<Output = ()> + Send,
 {
     stream::ensure_exists(conn, stream_name).await?;
-    let (ch, mut consumer) = stream::subscribe(conn, stream_name, *next, 64).await?;
+    let (ch, mut consumer) = stream::subscribe(conn, stream_name, *next, f.prefetch).await?;
     backoff.reset();
     tracing::info!(stream = %stream_name, from = ?next, "consuming the history stream, then live");
     let mut out = std::io::stdout();
@@ -592,8 +609,8 @@ where
                 continue;
             }
         }
-        if patterns.matches(delivery.routing_key.as_str()) {
-            let line = if json {
+        if f.patterns.matches(delivery.routing_key.as_str()) {
+            let line = if f.json {
                 Some(crate::tail::json_line(&delivery.data))
             } else {
                 match serde_json::from_slice::<CloudEvent>(&delivery.data) {
