@@ -608,6 +608,40 @@ mod tests {
     }
 
     #[test]
+    fn history_defaults_env_overrides_and_a_bad_max_age_names_its_key() {
+        let v = Settings::load_with_env(None, vec![])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let h = &v.raw.history;
+        assert!(h.enabled);
+        assert_eq!(
+            h.stream_name("hookrelay.events"),
+            "hookrelay.events.history"
+        );
+        assert_eq!((h.max_age.as_str(), h.max_bytes), ("7D", 5_000_000_000));
+        let v = Settings::load_with_env(
+            None,
+            env(&[
+                ("HOOKRELAY__HISTORY__ENABLED", "false"),
+                ("HOOKRELAY__HISTORY__STREAM", "kept"),
+                ("HOOKRELAY__HISTORY__MAX_BYTES", "123"),
+            ]),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(!v.raw.history.enabled);
+        assert_eq!(v.raw.history.stream_name("x"), "kept");
+        assert_eq!(v.raw.history.max_bytes, 123);
+        let e = Settings::load_with_env(None, env(&[("HOOKRELAY__HISTORY__MAX_AGE", "7days")]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("history.max_age"), "{e}");
+    }
+
+    #[test]
     fn empty_credential_counts_as_missing_and_names_the_key() {
         let e =
             Settings::load_with_env(None, env(&[("HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN", "")]))
