@@ -12,4 +12,5 @@ mod hostile;
 mod ops;
 mod properties;
 mod secrets;
+mod shared_dedup;
 mod tls;
