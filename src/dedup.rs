@@ -545,7 +545,8 @@ mod tests {
             panic!()
         };
         let d2 = d.clone();
-        let waiter = tokio::spawn(async move { matches!(d2.claim("a").await, WindowClaim::Duplicate) });
+        let waiter =
+            tokio::spawn(async move { matches!(d2.claim("a").await, WindowClaim::Duplicate) });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !waiter.is_finished(),

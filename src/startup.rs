@@ -4,12 +4,12 @@
 
 use crate::broker::Broker;
 use crate::dedup::{Dedup, RedisOptions};
-use crate::settings::DedupBackend;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::routes;
+use crate::settings::DedupBackend;
 use crate::settings::Validated;
 use crate::spool::{self, Spool};
 use actix_web::dev::Server;

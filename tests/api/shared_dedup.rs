@@ -122,7 +122,11 @@ async fn the_same_delivery_on_two_relays_is_published_once() {
     let (s1, d1, id1) = post(&a, &body).await;
     assert_eq!((s1, d1), (200, Some(false)), "first copy, on relay A");
     let (s2, d2, id2) = post(&b, &body).await;
-    assert_eq!((s2, d2), (200, Some(true)), "the retry on relay B is a duplicate");
+    assert_eq!(
+        (s2, d2),
+        (200, Some(true)),
+        "the retry on relay B is a duplicate"
+    );
     assert_eq!(id1, id2);
     let counts = drain_tap(&mut tap, Duration::from_secs(1)).await;
     assert_eq!(counts.len(), 1, "one event: {counts:?}");
@@ -316,7 +320,11 @@ async fn a_pending_claim_is_waited_for_until_done_released_or_expired() {
         "the expired claim was waited out ({waited:?})"
     );
     let counts = drain_tap(&mut tap, Duration::from_secs(1)).await;
-    assert_eq!(counts.get(&ids[0]), None, "the done one is not published here");
+    assert_eq!(
+        counts.get(&ids[0]),
+        None,
+        "the done one is not published here"
+    );
     assert_eq!(counts.get(&ids[1]), Some(&1));
     assert_eq!(counts.get(&ids[2]), Some(&1));
     app.stop().await;
@@ -345,7 +353,10 @@ impl PrivateRedis {
             });
         let until = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "redis-server did not open port {port}");
+            assert!(
+                Instant::now() < until,
+                "redis-server did not open port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Self {
@@ -428,7 +439,10 @@ async fn redis_down_mid_load_refuses_nothing_and_comes_back() {
     wait_dedup_connected(&a, false).await;
     assert_eq!(metric_up(&a).await, "hookrelay_dedup_backend_up 0");
     let ready: Value = a.get("/readyz").await.json().await.unwrap();
-    assert_eq!(ready["status"], "ok", "Redis away does not make the relay less ready");
+    assert_eq!(
+        ready["status"], "ok",
+        "Redis away does not make the relay less ready"
+    );
     // Fallback: A's own window still answers its duplicates.
     let body = k_body("during-outage");
     assert_eq!(post(&a, &body).await.1, Some(false));
@@ -461,7 +475,10 @@ async fn redis_down_mid_load_refuses_nothing_and_comes_back() {
     let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dups.is_empty(), "published more than once: {dups:?}");
     for (_, _, _, id) in &answered {
-        assert!(counts.contains_key(id.as_ref().unwrap()), "every 200 published");
+        assert!(
+            counts.contains_key(id.as_ref().unwrap()),
+            "every 200 published"
+        );
     }
     assert!(counts.contains_key(before_id.as_ref().unwrap()));
     assert_eq!(

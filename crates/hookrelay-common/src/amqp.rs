@@ -269,13 +269,20 @@ mod tests {
         assert_eq!(node_indices(3, NodeOrder::Listed, 42), vec![0, 1, 2]);
         let mut first = [0usize; 3];
         for seed in 0..3000u64 {
-            let mut order = node_indices(3, NodeOrder::Shuffle, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut order = node_indices(
+                3,
+                NodeOrder::Shuffle,
+                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             first[order[0]] += 1;
             order.sort_unstable();
             assert_eq!(order, vec![0, 1, 2], "a permutation of every node");
         }
         for (node, n) in first.iter().enumerate() {
-            assert!(*n > 700, "node {node} first in only {n} of 3000 orders: {first:?}");
+            assert!(
+                *n > 700,
+                "node {node} first in only {n} of 3000 orders: {first:?}"
+            );
         }
         assert_eq!(node_indices(1, NodeOrder::Shuffle, 7), vec![0]);
         assert!(node_indices(0, NodeOrder::Shuffle, 7).is_empty());
