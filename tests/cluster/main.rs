@@ -363,6 +363,9 @@ fn archived(dir: &Path, into: &mut HashMap<String, usize>) {
     }
 }
 
+/// One load request: status (0: no answer), event id, latency.
+type Answer = (u16, Option<String>, Duration);
+
 fn duplicates(counts: &HashMap<String, usize>) -> usize {
     counts.values().map(|n| n.saturating_sub(1)).sum()
 }
@@ -560,7 +563,7 @@ async fn scale_out_on_a_three_node_cluster() {
 
     // Load: 4 clients alternating between the relays, ~25 requests/s each, for 45 s.
     let stop = Arc::new(AtomicBool::new(false));
-    let answers: Arc<Mutex<Vec<(u16, Option<String>, Duration)>>> = Arc::default();
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let mut clients = vec![];
     for c in 0..4 {
         let (stop, answers, client) = (stop.clone(), answers.clone(), client.clone());
