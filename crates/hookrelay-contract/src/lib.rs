@@ -6,7 +6,7 @@
 //! `docs/asyncapi.yaml`; `-- --check` only compares (this crate's tests do the same).
 
 use hookrelay_common::event::CloudEvent;
-use hookrelay_common::topology::unrouted_name;
+use hookrelay_common::topology::{history_name, unrouted_name};
 use hookrelay_vendors::Vendor;
 use schemars::generate::{Contract, SchemaSettings};
 use serde_json::Value;
@@ -27,11 +27,6 @@ const TEMPLATE: &str = include_str!("../asyncapi.template.yaml");
 /// The repository root (this crate lives in `crates/hookrelay-contract`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The history stream of `exchange` (`history.stream`'s default).
-pub fn history_name(exchange: &str) -> String {
-    format!("{exchange}.history")
 }
 
 /// The JSON Schema (draft 2020-12) of the event as the relay publishes it. Serialize
