@@ -33,6 +33,10 @@ pub struct Metrics {
     pub spool_oldest_age: Gauge<f64, AtomicU64>,
     pub broker_connected: Gauge,
     pub reconnects: Counter,
+    /// Bytes of request bodies reserved in the in-flight body budget.
+    pub inflight_body_bytes: Gauge,
+    /// Requests refused because the in-flight body budget had no room.
+    pub body_budget_exhausted: Counter,
     /// Handles of the labelled counters already created, found by borrowed label
     /// values: counting a request or a publish allocates nothing once its labels were
     /// seen (the family's own lookup needs an owned label set per call).
@@ -117,6 +121,18 @@ impl Metrics {
             "AMQP connections established after a loss",
             reconnects.clone(),
         );
+        let inflight_body_bytes = Gauge::default();
+        registry.register(
+            "inflight_body_bytes",
+            "Bytes of request bodies being read or processed (server.max_inflight_body_bytes)",
+            inflight_body_bytes.clone(),
+        );
+        let body_budget_exhausted = Counter::default();
+        registry.register(
+            "body_budget_exhausted",
+            "Requests answered 503 because the in-flight body budget had no room",
+            body_budget_exhausted.clone(),
+        );
         Self {
             registry,
             requests,
@@ -130,6 +146,8 @@ impl Metrics {
             spool_oldest_age,
             broker_connected,
             reconnects,
+            inflight_body_bytes,
+            body_budget_exhausted,
             request_handles: RwLock::default(),
             published_handles: RwLock::default(),
         }
