@@ -4,6 +4,8 @@
 //! - [`load`]: authentic, unique webhooks against a running relay, with an exactly-once
 //!   check of what reached the exchange, and the relay's CPU and memory.
 //! - [`compare`]: starts a relay and alternates ceiling and load, one Markdown table.
+//! - [`flood`]: hostile connections holding large bodies against a relay it starts, with
+//!   genuine webhooks alongside: the relay's peak memory and what genuine senders see.
 //! - [`floor`]: the relay's stack without the relay's work, the floor for any relay here.
 //! - [`bodies`], [`stats`], [`procstat`], [`config`]: the pure parts (unit-tested).
 
@@ -11,6 +13,7 @@ pub mod bodies;
 pub mod ceiling;
 pub mod compare;
 pub mod config;
+pub mod flood;
 pub mod floor;
 pub mod load;
 pub mod procstat;
