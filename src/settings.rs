@@ -89,7 +89,7 @@ fn d_client_request_timeout() -> u64 {
     5000
 }
 fn d_client_disconnect_timeout() -> u64 {
-    1000
+    0
 }
 fn d_max_connections() -> usize {
     25_000
