@@ -41,6 +41,9 @@ fn head(source: &str, headers: &[(&str, String)], length: Option<usize>) -> Stri
     h
 }
 
+/// Request headers for [`head`].
+type Headers = Vec<(&'static str, String)>;
+
 fn json_ct() -> (&'static str, String) {
     ("Content-Type", "application/json".to_owned())
 }
@@ -203,7 +206,7 @@ async fn header_credentials_are_refused_before_the_body_is_read() {
     let app = spawn_app(&cfg).await;
     let mut tap = Tap::new(&cfg.exchange, "#").await;
     let part = vec![b' '; 16 * KIB];
-    let cases: Vec<(&str, Vec<(&str, String)>, bool)> = vec![
+    let cases: Vec<(&str, Headers, bool)> = vec![
         (
             "kommunicate",
             vec![json_ct(), ("Authentication", K_WRONG.to_owned())],
