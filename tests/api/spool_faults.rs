@@ -45,10 +45,11 @@ impl Tmpfs {
             Ok(o) if o.status.success() => Some(Self { path }),
             other => {
                 let _ = std::fs::remove_dir(&path);
-                eprintln!(
-                    "SKIPPED: {tag}: cannot mount a {size} tmpfs (needs root; CI runs as root): {:?}",
+                let why = format!(
+                    "{tag}: cannot mount a {size} tmpfs (needs root; CI runs as root): {:?}",
                     other.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
                 );
+                skip_or_fail(&why);
                 None
             }
         }
@@ -59,6 +60,16 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A test that cannot run here fails, unless `HOOKRELAY_TESTS_ALLOW_SKIP=1` says that
+/// skipping is fine on this machine; then it says so loudly on stderr.
+pub(crate) fn skip_or_fail(why: &str) {
+    if std::env::var_os("HOOKRELAY_TESTS_ALLOW_SKIP").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED: {why}");
+    } else {
+        panic!("{why} (set HOOKRELAY_TESTS_ALLOW_SKIP=1 to skip this test instead)");
     }
 }
 

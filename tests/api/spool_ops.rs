@@ -4,7 +4,8 @@
 
 use crate::helpers::*;
 use crate::spool_faults::{
-    get_json, k_body, outage_config, post, receive_all, relay_cmd, temp_dir, Relay, Tmpfs,
+    get_json, k_body, outage_config, post, receive_all, relay_cmd, skip_or_fail, temp_dir, Relay,
+    Tmpfs,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -197,21 +198,19 @@ async fn an_unreadable_file_a_missing_or_unwritable_spool_dir_are_refused() {
     assert_refused(&out, &["spool.dir", missing.to_str().unwrap(), "mkdir -p"]);
     assert!(!missing.exists(), "not created behind the operator's back");
 
-    // A read-only file system (as root).
-    match Tmpfs::mount("spool-ro", "1m", "ro") {
-        Some(fs) => {
-            let cfg = dead_config("rofs", &fs.path);
-            let out = serve_to_exit(&cfg, None);
-            assert_refused(&out, &["spool.dir", "not writable", "read-only"]);
-        }
-        None => eprintln!("SKIPPED: the read-only spool.dir case (cannot mount)"),
+    // A read-only file system (as root). Without a mount, Tmpfs::mount failed the test
+    // or said SKIPPED.
+    if let Some(fs) = Tmpfs::mount("spool-ro", "1m", "ro") {
+        let cfg = dead_config("rofs", &fs.path);
+        let out = serve_to_exit(&cfg, None);
+        assert_refused(&out, &["spool.dir", "not writable", "read-only"]);
     }
 
     let root = nix_id("-u") == 0;
     let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
     if !(root && setpriv) {
-        eprintln!(
-            "SKIPPED: unreadable spool file / unwritable spool.dir as another user: needs root and setpriv (util-linux)"
+        skip_or_fail(
+            "unreadable spool file / unwritable spool.dir as another user: needs root and setpriv (util-linux)",
         );
         return;
     }
