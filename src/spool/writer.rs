@@ -203,6 +203,11 @@ impl Writer {
                 let freed: u64 = self.drops.iter().map(|(_, b)| b).sum();
                 match self.write(&[], !closes.is_empty()) {
                     Ok(()) => {
+                        // Only this thread changes `bytes` (appends are refused here).
+                        let b = self.shared.bytes.load(Ordering::Relaxed);
+                        self.shared
+                            .bytes
+                            .store(b.saturating_sub(freed), Ordering::Relaxed);
                         if let Some(f) = &mut self.fault {
                             f.freed += freed;
                         }

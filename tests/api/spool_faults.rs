@@ -353,6 +353,7 @@ async fn disk_full_then_broker_back(mode: &str) {
     assert_eq!(ready["spool"]["error"], Value::Null, "{ready}");
     assert_eq!(metric(&relay.base, "hookrelay_spool_healthy").await, 1.0);
     assert_eq!(metric(&relay.base, "hookrelay_spool_depth").await, 0.0);
+    assert_eq!(metric(&relay.base, "hookrelay_spool_bytes").await, 0.0);
     // Healthy again: a new event while the broker is away is spooled (200) again.
     proxy.cut();
     await_ready(&relay.base, Duration::from_secs(10), |_, v| {
