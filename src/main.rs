@@ -98,7 +98,7 @@ async fn shutdown_signal() {
 
 fn describe(v: &Validated) -> String {
     let mut out = format!(
-        "configuration OK\n  server.bind = {}\n  amqp.exchange = {}\n  amqp.uri = {} node(s)\n  durability.ack = {}\n  spool.dir = {} ({})\n  sources:\n",
+        "configuration OK\n  server.bind = {}\n  amqp.exchange = {}\n  amqp.uri = {} node(s)\n  durability.ack = {}\n  spool.dir = {} ({})\n",
         v.bind,
         v.raw.amqp.exchange,
         v.raw.amqp.uri.len(),
@@ -109,6 +109,18 @@ fn describe(v: &Validated) -> String {
         v.raw.spool.dir.display(),
         if v.raw.spool.enabled { "enabled" } else { "disabled" },
     );
+    let history = &v.raw.history;
+    out.push_str(&if history.enabled {
+        format!(
+            "  history = {} (max_age {}, max_bytes {})\n",
+            history.stream_name(&v.raw.amqp.exchange),
+            history.max_age,
+            history.max_bytes
+        )
+    } else {
+        "  history = off\n".to_owned()
+    });
+    out.push_str("  sources:\n");
     for (name, s) in &v.sources {
         let creds = match s.credentials {
             Credentials::None => "unauthenticated",

@@ -363,6 +363,7 @@ pub async fn drain(settings: &Validated, dir: &Path) -> i32 {
     let metrics = std::sync::Arc::new(Metrics::new());
     let broker = Broker::new(
         settings.raw.amqp.clone(),
+        settings.raw.history.clone(),
         "hookrelay spool drain".into(),
         metrics.clone(),
     );

@@ -109,7 +109,12 @@ impl Application {
             Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
             _ => "hookrelay relay".to_owned(),
         };
-        let broker = Broker::new(raw.amqp.clone(), connection_name, metrics.clone());
+        let broker = Broker::new(
+            raw.amqp.clone(),
+            raw.history.clone(),
+            connection_name,
+            metrics.clone(),
+        );
         let supervisor = tokio::spawn(broker.clone().run(broker_rx));
 
         let drainer = spool.as_ref().map(|s| {

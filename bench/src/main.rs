@@ -207,8 +207,26 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         size: usize,
     },
+    /// `hookrelay-worker history` republishing a filled history stream, against the
+    /// broker's own read rate of that stream, in the same run.
+    History {
+        /// The worker binary (default: `hookrelay-worker` next to this binary).
+        #[arg(long)]
+        worker_bin: Option<PathBuf>,
+        /// Events put in the stream.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Event size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Prefetch of both readers (`history --prefetch`).
+        #[arg(long, default_value_t = 256)]
+        prefetch: u16,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Delete a relay exchange a benchmark left behind (with its `.unrouted` exchange and
-    /// queue), e.g. after profiling a relay started by hand.
+    /// queue and its `.history` stream), e.g. after profiling a relay started by hand.
     Cleanup {
         #[arg(long)]
         exchange: String,
@@ -382,9 +400,36 @@ async fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1);
             }
         }
+        Cmd::History {
+            worker_bin,
+            events,
+            size,
+            prefetch,
+            rounds,
+        } => {
+            let worker_bin = match worker_bin {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .ok_or("the bench binary has no directory")?
+                    .join("hookrelay-worker"),
+            };
+            let report = hookrelay_bench::history::run(&hookrelay_bench::history::HistoryOpts {
+                amqp: cfg.amqp.clone(),
+                worker_bin,
+                events,
+                size,
+                prefetch: prefetch.max(1),
+                rounds: rounds.max(1),
+            })
+            .await?;
+            println!("{}", report.markdown());
+        }
         Cmd::Cleanup { exchange } => {
             compare::delete_relay_topology(&cfg.amqp, &exchange).await?;
-            println!("deleted {exchange}, its alternate exchange and unrouted queue");
+            println!(
+                "deleted {exchange}, its alternate exchange, unrouted queue and history stream"
+            );
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ mod durability;
 mod errors;
 mod fixtures;
 mod hardening;
+mod history;
 mod hostile;
 mod ops;
 mod properties;
