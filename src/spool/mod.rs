@@ -530,7 +530,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_committed_removal_is_a_barrier_for_earlier_removals() {
         // The drainer sends confirmed seqs in batches without waiting, then ends its pass
-        // with `remove_committed` of whatever is left, possibly nothing. The next pass
+        // with `mark_confirmed_committed` of whatever is left, possibly nothing. The next pass
         // reads from the start: it must not see (and republish) the earlier batches.
         let dir = tmpdir("barrier");
         let spool = Spool::open(&dir, 1 << 26).unwrap();
