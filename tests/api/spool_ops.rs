@@ -280,6 +280,21 @@ async fn spool_commands_status_verify_export_drain_quarantine() {
     );
     assert_eq!(status["error"], Value::Null);
 
+    // Only the broker and spool keys matter: a configuration `serve` would refuse (demo
+    // credentials on a public bind) still inspects its spool.
+    let out = relay_cmd(&cfg.env)
+        .env("HOOKRELAY__SERVER__BIND", "0.0.0.0:8080")
+        .args(["spool", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(&out)[0]["depth"], 12);
+
     let out = spool_cmd(&cfg, &["verify", "--dir", d]);
     assert_eq!(
         out.status.code(),
