@@ -35,6 +35,7 @@ pub struct Metrics {
     pub spool_errors: Counter,
     pub broker_connected: Gauge,
     pub reconnects: Counter,
+    pub dedup_backend_up: Gauge,
     /// Handles of the labelled counters already created, found by borrowed label
     /// values: counting a request or a publish allocates nothing once its labels were
     /// seen (the family's own lookup needs an owned label set per call).
@@ -133,6 +134,12 @@ impl Metrics {
             "AMQP connections established after a loss",
             reconnects.clone(),
         );
+        let dedup_backend_up = Gauge::default();
+        registry.register(
+            "dedup_backend_up",
+            "1 while the dedup backend answers (always for memory; for redis, 0 while the relay falls back to its own window)",
+            dedup_backend_up.clone(),
+        );
         Self {
             registry,
             requests,
@@ -148,6 +155,7 @@ impl Metrics {
             spool_errors,
             broker_connected,
             reconnects,
+            dedup_backend_up,
             request_handles: RwLock::default(),
             published_handles: RwLock::default(),
         }
