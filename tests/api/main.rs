@@ -8,6 +8,7 @@ mod consumers;
 mod durability;
 mod errors;
 mod fixtures;
+mod flood;
 mod hardening;
 mod history;
 mod hostile;
