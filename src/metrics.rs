@@ -35,6 +35,7 @@ pub struct Metrics {
     pub spool_errors: Counter,
     pub broker_connected: Gauge,
     pub reconnects: Counter,
+    pub dedup_backend_up: Gauge,
     /// Bytes of request bodies reserved in the in-flight body budget.
     pub inflight_body_bytes: Gauge,
     /// Requests refused because the in-flight body budget had no room.
@@ -137,6 +138,12 @@ impl Metrics {
             "AMQP connections established after a loss",
             reconnects.clone(),
         );
+        let dedup_backend_up = Gauge::default();
+        registry.register(
+            "dedup_backend_up",
+            "1 while the dedup backend answers (always for memory; for redis, 0 while the relay falls back to its own window)",
+            dedup_backend_up.clone(),
+        );
         let inflight_body_bytes = Gauge::default();
         registry.register(
             "inflight_body_bytes",
@@ -164,6 +171,7 @@ impl Metrics {
             spool_errors,
             broker_connected,
             reconnects,
+            dedup_backend_up,
             inflight_body_bytes,
             body_budget_exhausted,
             request_handles: RwLock::default(),

@@ -151,6 +151,26 @@ pub struct DedupSettings {
     pub window_secs: u64,
     #[serde(default = "d_max_entries")]
     pub max_entries: usize,
+    #[serde(default)]
+    pub backend: DedupBackend,
+    /// Secret: a Redis URL may carry a password.
+    #[serde(default = "d_redis_url")]
+    pub redis_url: Secret,
+    #[serde(default = "d_redis_prefix")]
+    pub redis_key_prefix: String,
+    #[serde(default = "d_redis_timeout")]
+    pub redis_timeout_ms: u64,
+}
+
+/// Where the dedup window lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupBackend {
+    /// This process only.
+    #[default]
+    Memory,
+    /// Shared by every relay through Redis (`dedup.redis_url`).
+    Redis,
 }
 
 impl Default for DedupSettings {
@@ -158,8 +178,22 @@ impl Default for DedupSettings {
         Self {
             window_secs: d_window(),
             max_entries: d_max_entries(),
+            backend: DedupBackend::default(),
+            redis_url: d_redis_url(),
+            redis_key_prefix: d_redis_prefix(),
+            redis_timeout_ms: d_redis_timeout(),
         }
     }
+}
+
+fn d_redis_url() -> Secret {
+    Secret::new("redis://127.0.0.1:6379/0")
+}
+fn d_redis_prefix() -> String {
+    "hookrelay:dedup:".to_owned()
+}
+fn d_redis_timeout() -> u64 {
+    1000
 }
 
 fn d_window() -> u64 {
@@ -314,6 +348,16 @@ impl Settings {
                 "server.body_read_timeout_ms",
                 "must be above 0",
             ));
+        }
+        if self.dedup.backend == DedupBackend::Redis {
+            crate::dedup::check_redis_url(self.dedup.redis_url.expose())
+                .map_err(|reason| SettingsError::key("dedup.redis_url", reason))?;
+            if self.dedup.redis_timeout_ms == 0 {
+                return Err(SettingsError::key(
+                    "dedup.redis_timeout_ms",
+                    "must be above 0",
+                ));
+            }
         }
         if self.server.max_inflight_body_bytes < self.server.max_body_bytes as u64 {
             return Err(SettingsError::key(

@@ -4,10 +4,10 @@
 //! - [`load`]: authentic, unique webhooks against a running relay, with an exactly-once
 //!   check of what reached the exchange, and the relay's CPU and memory.
 //! - [`compare`]: starts a relay and alternates ceiling and load, one Markdown table.
-//! - [`flood`]: hostile connections holding large bodies against a relay it starts, with
-//!   genuine webhooks alongside: the relay's peak memory and what genuine senders see.
 //! - [`crash`]: SIGKILL at random moments under heavy spool writes, restart, check
 //!   that every 200 was published and nothing else.
+//! - [`flood`]: hostile connections holding large bodies against a relay it starts, with
+//!   genuine webhooks alongside: the relay's peak memory and what genuine senders see.
 //! - [`floor`]: the relay's stack without the relay's work, the floor for any relay here.
 //! - [`history`]: `hookrelay-worker history`'s replay rate against the broker's own
 //!   stream-read rate.

@@ -208,6 +208,24 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         size: usize,
     },
+    /// `hookrelay-worker history` republishing a filled history stream, against the
+    /// broker's own read rate of that stream, in the same run.
+    History {
+        /// The worker binary (default: `hookrelay-worker` next to this binary).
+        #[arg(long)]
+        worker_bin: Option<PathBuf>,
+        /// Events put in the stream.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Event size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Prefetch of both readers (`history --prefetch`).
+        #[arg(long, default_value_t = 256)]
+        prefetch: u16,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Hostile connections without credentials, each holding all but the last byte of a
     /// large body, against each vendor's route of a relay it starts (a fresh one per
     /// route); genuine webhooks of every vendor alongside. Prints the relay's peak RSS,
@@ -239,24 +257,6 @@ enum Cmd {
         /// Keep the relay's temp directory (log, spool).
         #[arg(long)]
         keep: bool,
-    },
-    /// `hookrelay-worker history` republishing a filled history stream, against the
-    /// broker's own read rate of that stream, in the same run.
-    History {
-        /// The worker binary (default: `hookrelay-worker` next to this binary).
-        #[arg(long)]
-        worker_bin: Option<PathBuf>,
-        /// Events put in the stream.
-        #[arg(long, default_value_t = 100_000)]
-        events: usize,
-        /// Event size in bytes.
-        #[arg(long, default_value_t = 1024)]
-        size: usize,
-        /// Prefetch of both readers (`history --prefetch`).
-        #[arg(long, default_value_t = 256)]
-        prefetch: u16,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
     },
     /// Delete a relay exchange a benchmark left behind (with its `.unrouted` exchange and
     /// queue and its `.history` stream), e.g. after profiling a relay started by hand.
@@ -413,52 +413,6 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
         }
-        Cmd::Flood {
-            relay_bin,
-            targets,
-            connections,
-            body,
-            spread,
-            duration,
-            interval_ms,
-            relay_env,
-            keep,
-        } => {
-            let relay_bin = match relay_bin {
-                Some(p) => p,
-                None => std::env::current_exe()?
-                    .parent()
-                    .ok_or("the bench binary has no directory")?
-                    .join("hookrelay"),
-            };
-            let sources = Vendor::ALL
-                .iter()
-                .map(|v| cfg.source(v.name(), Some(*v)))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let targets = if targets.is_empty() {
-                Vendor::ALL.to_vec()
-            } else {
-                targets.into_iter().map(Vendor::from).collect()
-            };
-            let relay_env = parse_env(&relay_env)?;
-            let runs = flood::run(&FloodOpts {
-                relay_bin,
-                amqp: cfg.amqp.clone(),
-                sources,
-                targets,
-                connections,
-                body,
-                spread: spread.max(1),
-                duration,
-                interval: Duration::from_millis(interval_ms),
-                relay_env,
-                keep,
-            })
-            .await?;
-            for mut r in runs {
-                println!("{}", r.markdown());
-            }
-        }
         Cmd::Crash {
             relay_bin,
             runs,
@@ -508,6 +462,52 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
             println!("{}", report.markdown());
+        }
+        Cmd::Flood {
+            relay_bin,
+            targets,
+            connections,
+            body,
+            spread,
+            duration,
+            interval_ms,
+            relay_env,
+            keep,
+        } => {
+            let relay_bin = match relay_bin {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .ok_or("the bench binary has no directory")?
+                    .join("hookrelay"),
+            };
+            let sources = Vendor::ALL
+                .iter()
+                .map(|v| cfg.source(v.name(), Some(*v)))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let targets = if targets.is_empty() {
+                Vendor::ALL.to_vec()
+            } else {
+                targets.into_iter().map(Vendor::from).collect()
+            };
+            let relay_env = parse_env(&relay_env)?;
+            let runs = flood::run(&FloodOpts {
+                relay_bin,
+                amqp: cfg.amqp.clone(),
+                sources,
+                targets,
+                connections,
+                body,
+                spread: spread.max(1),
+                duration,
+                interval: Duration::from_millis(interval_ms),
+                relay_env,
+                keep,
+            })
+            .await?;
+            for mut r in runs {
+                println!("{}", r.markdown());
+            }
         }
         Cmd::Cleanup { exchange } => {
             compare::delete_relay_topology(&cfg.amqp, &exchange).await?;

@@ -14,6 +14,7 @@ mod hostile;
 mod ops;
 mod properties;
 mod secrets;
+mod shared_dedup;
 mod spool_faults;
 mod spool_ops;
 mod tls;
