@@ -72,8 +72,9 @@ pub struct Application {
     confirm_timeout: Duration,
 }
 
-async fn not_found() -> HttpResponse {
-    ApiError::NotFound.error_response()
+/// Any other path: 404, and a body sent with it is not read (the connection is closed).
+async fn not_found(payload: web::Payload) -> HttpResponse {
+    routes::webhook::close_unread(ApiError::NotFound.error_response(), payload)
 }
 
 /// The dedup window `dedup.backend` asks for.

@@ -66,7 +66,7 @@ async fn serve(
     let Some(source) = relay.sources.get(name) else {
         // Unknown names are not used as a metric label: that would let anyone grow it.
         relay.metrics.request("unknown", 404);
-        return ApiError::UnknownSource.error_response();
+        return close_unread(ApiError::UnknownSource.error_response(), payload);
     };
     // The documented order first (404, then 405), then the optional abuse limits before
     // anything is read, so a wrong method never spends a rate-limit token.
@@ -134,7 +134,7 @@ impl From<ApiError> for Refused {
 /// dropped it; so the unread payload is kept alive inside the answer's body until the
 /// answer is written, which makes the HTTP layer close (`Connection: close`) in both
 /// cases. A request without a body keeps its connection.
-fn close_unread(resp: HttpResponse, payload: web::Payload) -> HttpResponse {
+pub fn close_unread(resp: HttpResponse, payload: web::Payload) -> HttpResponse {
     resp.map_body(|_, body| match body.try_into_bytes() {
         Ok(bytes) => BoxBody::new(HoldsPayload {
             bytes: Some(bytes),

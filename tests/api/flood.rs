@@ -260,6 +260,18 @@ async fn header_credentials_are_refused_before_the_body_is_read() {
             );
         }
     }
+    // Unknown sources and paths do not read bodies either.
+    let chunk = format!("{:x}\r\n{}\r\n", part.len(), " ".repeat(part.len()));
+    for path in ["/webhooks/nope", "/elsewhere"] {
+        let h =
+            format!("POST {path} HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut h = hold(&app, "127.0.0.1", &h, chunk.as_bytes()).await;
+        assert_eq!(h.answer().await.status, 404, "{path}");
+        assert!(
+            h.closed_within(Duration::from_secs(3)).await,
+            "{path}: the relay kept a refused connection open"
+        );
+    }
     // Nothing was reserved for any of them, nothing published, and the relay serves on.
     assert_eq!(reserved(&app).await, 0);
     tap.expect_nothing().await;
