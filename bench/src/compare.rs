@@ -98,6 +98,8 @@ fn free_port() -> Result<u16> {
 /// `/readyz`.
 pub async fn start_relay(opts: &CompareOpts) -> Result<RelayProcess> {
     launch("bench", "relay", opts.keep, |port, exchange, dir| {
+        // The relay refuses a missing spool.dir.
+        std::fs::create_dir_all(dir.join("spool"))?;
         let mut cmd = Command::new(&opts.relay_bin);
         cmd.env("HOOKRELAY__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("HOOKRELAY__AMQP__EXCHANGE", exchange)

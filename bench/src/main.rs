@@ -80,6 +80,28 @@ fn seconds(s: &str) -> std::result::Result<Duration, String> {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Crash consistency: SIGKILL the relay at random moments during heavy spool writes,
+    /// restart it on the same spool, RUNS times; then check that every 200 reached the
+    /// exchange and nothing was published that was never posted. Exit 1 otherwise.
+    Crash {
+        /// The relay binary (a release build for realistic timing).
+        #[arg(long, default_value = "target/release/hookrelay")]
+        relay_bin: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        runs: u32,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// The kill comes after a random time between these (ms) of load.
+        #[arg(long, default_value_t = 100)]
+        min_ms: u64,
+        #[arg(long, default_value_t = 1500)]
+        max_ms: u64,
+        /// Padding bytes per webhook.
+        #[arg(long, default_value_t = 2000)]
+        pad: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// The broker's ceiling: a raw lapin publisher of persistent messages with at most W
     /// unconfirmed (or fire and forget with --no-confirms).
     Ceiling {
@@ -377,6 +399,31 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
             println!("{}", report.markdown());
+        }
+        Cmd::Crash {
+            relay_bin,
+            runs,
+            concurrency,
+            min_ms,
+            max_ms,
+            pad,
+            seed,
+        } => {
+            let report = hookrelay_bench::crash::run(&hookrelay_bench::crash::CrashOpts {
+                relay_bin,
+                amqp_uri: hookrelay_bench::config::amqp_uri(&cfg),
+                runs,
+                concurrency,
+                min_ms,
+                max_ms: max_ms.max(min_ms),
+                pad,
+                seed,
+            })
+            .await?;
+            report.print();
+            if !report.ok() {
+                std::process::exit(1);
+            }
         }
         Cmd::Cleanup { exchange } => {
             compare::delete_relay_topology(&cfg.amqp, &exchange).await?;

@@ -44,6 +44,8 @@ impl TestConfig {
         let exchange = unique(tag);
         let spool_dir =
             std::env::temp_dir().join(format!("hookrelay-test-{}", uuid::Uuid::new_v4().simple()));
+        // The relay refuses a missing spool.dir (a typo must not start an empty spool).
+        std::fs::create_dir_all(&spool_dir).expect("create the test's spool dir");
         let mut c = Self {
             env: vec![],
             exchange: exchange.clone(),

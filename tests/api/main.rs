@@ -13,4 +13,6 @@ mod hostile;
 mod ops;
 mod properties;
 mod secrets;
+mod spool_faults;
+mod spool_ops;
 mod tls;
