@@ -54,6 +54,9 @@ pub struct ServerSettings {
     /// How long the whole body may take to arrive once the head is in (slow-body guard).
     #[serde(default = "d_body_read_timeout")]
     pub body_read_timeout_ms: u64,
+    /// Most bytes of request bodies held at once, all requests together (flood guard).
+    #[serde(default = "d_max_inflight_body_bytes")]
+    pub max_inflight_body_bytes: u64,
     /// CIDRs of reverse proxies whose forwarded header is believed. Empty (the default):
     /// forwarded headers are never believed and the TCP peer is the client.
     #[serde(default, deserialize_with = "string_or_list")]
@@ -90,7 +93,7 @@ fn d_client_request_timeout() -> u64 {
     5000
 }
 fn d_client_disconnect_timeout() -> u64 {
-    1000
+    0
 }
 fn d_max_connections() -> usize {
     25_000
@@ -100,6 +103,9 @@ fn d_shutdown_timeout() -> u64 {
 }
 fn d_body_read_timeout() -> u64 {
     10_000
+}
+fn d_max_inflight_body_bytes() -> u64 {
+    128 << 20
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -352,6 +358,12 @@ impl Settings {
                     "must be above 0",
                 ));
             }
+        }
+        if self.server.max_inflight_body_bytes < self.server.max_body_bytes as u64 {
+            return Err(SettingsError::key(
+                "server.max_inflight_body_bytes",
+                "must be at least server.max_body_bytes (or no body of the largest size fits)",
+            ));
         }
         let trusted_proxies = parse_cidrs("server.trusted_proxies", &self.server.trusted_proxies)?;
         let tls = load_tls(&self.server.tls)?;

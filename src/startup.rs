@@ -185,7 +185,7 @@ impl Application {
 
         let port = listener.local_addr()?.port();
         let data = web::Data::from(relay.clone());
-        let limits = web::Data::new(Limits::new(&settings));
+        let limits = web::Data::new(Limits::new(&settings, &relay.metrics));
         let names: Vec<Arc<str>> = relay.sources.values().map(|s| s.name.clone()).collect();
         let mut server = HttpServer::new(move || {
             let mut app = App::new()

@@ -7,6 +7,7 @@ mod proxy;
 mod durability;
 mod errors;
 mod fixtures;
+mod flood;
 mod hardening;
 mod history;
 mod hostile;

@@ -212,6 +212,17 @@ impl Vendor {
         matches!(self, Vendor::Kommunicate | Vendor::Cometchat)
     }
 
+    /// Whether this vendor's credentials cover the body (a MAC over it). `false`:
+    /// [`Vendor::verify`] never looks at the body, so the relay decides from the headers
+    /// alone, before reading it. `true`: `verify` can fail on the headers alone in every
+    /// way but [`AuthError::Mismatch`], which needs the body.
+    pub fn signs_body(self) -> bool {
+        match self {
+            Vendor::Kommunicate | Vendor::Cometchat => false,
+            Vendor::Chatwoot => true,
+        }
+    }
+
     /// Check the credentials on the raw bytes, in constant time, before any parsing.
     pub fn verify<'a>(
         self,
