@@ -303,8 +303,7 @@ impl Dedup {
                     self.window.succeeded(local);
                     return Claim::Duplicate;
                 }
-                // Gone between SET and GET: try again at once.
-                Ok(Some(v)) if v.is_empty() => continue,
+                // Pending elsewhere (or gone between SET and GET: the next try takes it).
                 Ok(Some(_pending)) if tokio::time::Instant::now() < give_up => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));

@@ -255,11 +255,14 @@ fn start_relay(
     dir: &Path,
 ) -> Relay {
     let port = free_port();
+    // The relay refuses a spool.dir that does not exist (it may be a missing volume).
+    let spool = dir.join(format!("{name}-spool"));
+    std::fs::create_dir_all(&spool).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
     common_env(&mut cmd, uris, exchange);
     cmd.env("HOOKRELAY__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("HOOKRELAY__SERVER__WORKERS", "2")
-        .env("HOOKRELAY__SPOOL__DIR", dir.join(format!("{name}-spool")))
+        .env("HOOKRELAY__SPOOL__DIR", &spool)
         // The connection name the cluster shows: "hookrelay relay (<HOSTNAME>)".
         .env("HOSTNAME", name);
     for (k, v) in env {
