@@ -30,6 +30,7 @@ PROJECT=hookrelay-ctest
 # so the checks below can tell this test's firewall rules from anyone else's.
 SUBNET_POOL=10.217.0.0/16
 PY=python3
+export PYTHONDONTWRITEBYTECODE=1
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 
 say() { printf '[compose-test] %s\n' "$*" >&2; }
@@ -311,7 +312,7 @@ real_image() {
 # tarball in the cache for a week, imported only when the tarball changed (a new import
 # is a new image id, which would invalidate every layer built on it).
 standin_debian() {
-  local img=$1 tar=$CACHE/bookworm-minbase.tar stamp
+  local img=$1 tar=$CACHE/bookworm-minbase.tar stamp=$CACHE/bookworm-minbase.imported
   if [ ! -s "$tar" ] || [ -n "$(find "$tar" -mtime +7)" ]; then
     ensure_pkgs mmdebstrap
     say "stand-in $img: building a bookworm minbase with mmdebstrap"
@@ -327,51 +328,62 @@ standin_debian() {
       >"$OUT/logs/mmdebstrap.log" 2>&1 || die "mmdebstrap failed, see $OUT/logs/mmdebstrap.log"
     mv "$tar.tmp" "$tar"
   fi
-  stamp="$img from $(basename "$tar") of $(date -u -r "$tar" +%FT%TZ)"
-  if [ "$(standin_label "$img")" != "$stamp" ]; then
-    "$CLI" import --change 'CMD ["bash"]' --change "LABEL org.hookrelay.stand-in=\"$stamp\"" \
+  # Imported again only when the tarball changed: each import is a new image id, which
+  # would invalidate every layer built on it (the toolchain, the project's dependencies).
+  local want have
+  want="$(stat -c %Y "$tar") $(stat -c %s "$tar")"
+  have=$("$CLI" image inspect --format '{{.Id}}' "$img" 2>/dev/null || true)
+  if [ -z "$have" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want $have" ]; then
+    "$CLI" import --change 'CMD ["bash"]' \
+      --change "LABEL org.hookrelay.stand-in=\"${img#docker.io/library/} (mmdebstrap bookworm minbase)\"" \
       "$tar" "$img" >/dev/null
+    echo "$want $("$CLI" image inspect --format '{{.Id}}' "$img")" >"$stamp"
   fi
-  STANDINS+=("$img: Debian bookworm minbase (mmdebstrap)")
+  STANDINS+=("$img: Debian bookworm minbase from mmdebstrap")
 }
 
 # rust:<version>-slim-bookworm: the stand-in debian with the host's rustup toolchain of
 # that version (Debian's rustc is too old for the workspace's rust-version).
 standin_rust() {
-  local img=$1 want tc sysroot ctx=$RUN/rust-ctx
+  local img=$1 want tc ver host sysroot="" name ctx=$RUN/rust-ctx
   want=${img#*:}
   want=${want%%-*}
   for tc in $(rustup toolchain list 2>/dev/null | awk '{print $1}'); do
-    if rustc "+$tc" --version 2>/dev/null | grep -qE "^rustc ${want//./\\.}(\.| )"; then
+    ver=$(rustc "+$tc" --version 2>/dev/null | awk '{print $2}')
+    case $ver in "$want" | "$want".*)
       sysroot=$(rustc "+$tc" --print sysroot)
+      host=$(rustc "+$tc" -vV | sed -n 's/^host: //p')
       break
-    fi
+      ;;
+    esac
   done
-  [ -n "${sysroot:-}" ] || die "stand-in $img: no rustup toolchain $want on this host (rustup toolchain install $want)"
+  [ -n "$sysroot" ] || die "stand-in $img: no rustup toolchain $want on this host (rustup toolchain install $want)"
+  # Named like the official image's toolchain: <version>-<host>.
+  name=$ver-$host
   mkdir -p "$ctx/toolchain/bin" "$ctx/ca"
   # Hard links: the context is ~600 MB and stays on the same filesystem.
   cp -al "$sysroot"/bin/{cargo,rustc,rustdoc} "$ctx/toolchain/bin/" 2>/dev/null ||
     cp -a "$sysroot"/bin/{cargo,rustc,rustdoc} "$ctx/toolchain/bin/"
   cp -al "$sysroot/lib" "$ctx/toolchain/" 2>/dev/null || cp -a "$sysroot/lib" "$ctx/toolchain/"
-  rm -rf "$ctx/toolchain/lib/rustlib/src" "$ctx/toolchain/lib/rustlib/etc"
-  touch "$ctx/ca/.keep"
   if [ -d /usr/local/share/ca-certificates ]; then
     find /usr/local/share/ca-certificates -name '*.crt' -exec cp {} "$ctx/ca/" \;
   fi
   local extra
   extra=$(find "$ctx/ca" -name '*.crt' | wc -l)
-  "$CLI" build -q -f "$HERE/standins/rust.Containerfile" \
-    --build-arg RUST_VERSION="$(basename "$sysroot")" --build-arg STANDIN_FOR="$img" \
+  # COPY needs something to copy.
+  [ "$extra" -gt 0 ] || touch "$ctx/ca/.none"
+  "$CLI" build -f "$HERE/standins/rust.Containerfile" \
+    --build-arg RUST_VERSION="$name" --build-arg STANDIN_FOR="${img#docker.io/library/}" \
     -t "$img" "$ctx" >"$OUT/logs/standin-rust.log" 2>&1 ||
     die "stand-in $img failed to build, see $OUT/logs/standin-rust.log"
-  STANDINS+=("$img: stand-in debian + the host's toolchain $(basename "$sysroot")$([ "$extra" -gt 0 ] && echo ", trusting the host's $extra extra CA certificate(s)")")
+  STANDINS+=("$img: the debian stand-in + this host's Rust toolchain $name$([ "$extra" -gt 0 ] && echo ", trusting this host's $extra extra CA certificate(s) (crates.io is reached through the same network)")")
 }
 
 # rabbitmq:<version>-management: Debian's rabbitmq-server with the management plugin.
 standin_rabbitmq() {
   local img=$1
   mkdir -p "$RUN/empty"
-  "$CLI" build -q -f "$HERE/standins/rabbitmq.Containerfile" --build-arg STANDIN_FOR="$img" \
+  "$CLI" build -f "$HERE/standins/rabbitmq.Containerfile" --build-arg STANDIN_FOR="${img#docker.io/library/}" \
     -t "$img" "$RUN/empty" >"$OUT/logs/standin-rabbitmq.log" 2>&1 ||
     die "stand-in $img failed to build, see $OUT/logs/standin-rabbitmq.log"
   local v
@@ -449,7 +461,9 @@ grep -E '^\[[0-9]/[0-9]\] STEP|Using cache|Finished .release' "$OUT/logs/build.l
   xargs -I{} say "build: {} cached layer(s) reused"
 
 cid() { compose ps -q "$1"; }
-health() { "$CLI" inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.Status}}' "$1" 2>/dev/null; }
+# "<health>|<state>": health is empty without a healthcheck (podman has an empty struct
+# there, docker none).
+health() { "$CLI" inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.Status}}' "$1" 2>/dev/null; }
 wait_healthy() {
   local svc=$1 limit=${2:-180} t0 id h
   t0=$(date +%s)
@@ -457,8 +471,8 @@ wait_healthy() {
     id=$(cid "$svc")
     h=$([ -n "$id" ] && health "$id" || echo "no container")
     case $h in
-      "healthy running") say "$svc: healthy after $(($(date +%s) - t0)) s"; return 0 ;;
-      "none running") say "$svc: running (no healthcheck)"; return 0 ;;
+      "healthy|running") say "$svc: healthy after $(($(date +%s) - t0)) s"; return 0 ;;
+      "|running") say "$svc: running (no healthcheck)"; return 0 ;;
       *exited* | *dead*) compose logs --no-color --tail 40 "$svc" >&2; die "$svc: $h" ;;
     esac
     if [ $(($(date +%s) - t0)) -ge "$limit" ]; then
