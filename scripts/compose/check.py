@@ -101,10 +101,12 @@ def consumers(args):
 
 
 def archived(args):
-    """Every id (one per line in --ids) appears exactly once as a JSON line of the
-    archive files read from stdin; every line parses."""
-    ids = [line.split()[0] for line in open(args.ids) if line.strip()]
-    seen = {}
+    """Every event of --ids (lines `<id> <type>`, `-` for an answer without an id)
+    appears exactly once as a JSON line of the archive files read from stdin, with that
+    type; every line parses."""
+    want = [line.split() for line in open(args.ids) if line.strip()]
+    by_id = {}
+    by_type = {}
     for n, line in enumerate(sys.stdin, 1):
         line = line.strip()
         if not line:
@@ -113,24 +115,39 @@ def archived(args):
             ev = json.loads(line)
         except json.JSONDecodeError as e:
             fail(f"archive line {n} is not JSON ({e}): {line[:120]}")
-        seen[ev.get("id")] = seen.get(ev.get("id"), 0) + 1
-    missing = [i for i in ids if i not in seen]
-    twice = [i for i in ids if seen.get(i, 0) > 1]
-    if twice:
-        fail(f"archived more than once: {twice}")
-    if missing:
+        by_id.setdefault(ev.get("id"), []).append(ev.get("type"))
+        by_type[ev.get("type")] = by_type.get(ev.get("type"), 0) + 1
+    problems = []
+    for event_id, typ in want:
+        if event_id == "-":
+            # CometChat's before_message is answered `{}`: found by its type.
+            if not by_type.get(typ):
+                problems.append(f"no event of type {typ}")
+        elif event_id not in by_id:
+            problems.append(f"{event_id} ({typ}) not archived")
+        elif len(by_id[event_id]) > 1:
+            fail(f"{event_id} archived {len(by_id[event_id])} times")
+        elif by_id[event_id] != [typ]:
+            problems.append(f"{event_id} archived with type {by_id[event_id][0]}, expected {typ}")
+    if problems:
         if args.quiet:
             sys.exit(1)
-        fail(f"{len(missing)} of {len(ids)} events not archived: {missing}")
-    print(f"all {len(ids)} events archived once, as JSON lines ({sum(seen.values())} lines in all)")
+        fail(f"{len(problems)} of {len(want)} events not in the archive as expected: {problems}")
+    if args.quiet:
+        return
+    print(f"all {len(want)} events archived once, with their types, as JSON lines ({sum(by_type.values())} lines in all)")
 
 
 def response_id(args):
-    """The event id from `hookrelay send` output: `200 {...json...}`."""
+    """The event id from `hookrelay send` output (`200 {...json...}`), `-` when the
+    answer carries none (CometChat's before_message gets `{}`)."""
     status, _, body = sys.stdin.read().strip().partition(" ")
     if status != "200":
         fail(f"answered {status} {body}")
-    print(json.loads(body)["id"])
+    answer = json.loads(body)
+    if answer.get("duplicate"):
+        fail(f"answered as a duplicate: {body}")
+    print(answer.get("id", "-"))
 
 
 def main():
