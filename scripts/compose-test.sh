@@ -170,6 +170,7 @@ iptables_chains() {
 }
 save_host() {
   IP_FORWARD_BEFORE=$(cat /proc/sys/net/ipv4/ip_forward)
+  AARDVARK_BEFORE=$(pgrep -x aardvark-dns || true)
   iptables_chains iptables >"$RUN/chains4.before"
   iptables_chains ip6tables >"$RUN/chains6.before"
   HOST_SAVED=1
@@ -215,7 +216,10 @@ restore_host() {
 
 # ---- podman: its own configuration, storage and API socket ----------------------------
 start_podman() {
-  mkdir -p "$CACHE/storage" "$CACHE/networks" "$CACHE/tmp" "$RUN/run"
+  # Fixed run-time paths (cleared at boot, like /run/containers): podman records them
+  # in its database on first use and keeps using the recorded ones afterwards.
+  PODMAN_RUN=/run/hookrelay-compose-test
+  mkdir -p "$CACHE/storage" "$CACHE/networks" "$CACHE/tmp" "$PODMAN_RUN"
   cat >"$RUN/containers.conf" <<EOF
 # Written by scripts/compose-test.sh; the machine's own containers.conf is not used.
 [containers]
@@ -227,7 +231,9 @@ log_driver = "k8s-file"
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
-tmp_dir = "$RUN/run/libpod"
+tmp_dir = "$PODMAN_RUN/libpod"
+# An API exec session's monitor waits this long for its client to read the exit code.
+exit_command_delay = 5
 [network]
 network_backend = "netavark"
 network_config_dir = "$CACHE/networks"
@@ -237,7 +243,7 @@ EOF
 [storage]
 driver = "overlay"
 graphroot = "$CACHE/storage"
-runroot = "$RUN/run/storage"
+runroot = "$PODMAN_RUN/storage"
 EOF
   cat >"$RUN/registries.conf" <<EOF
 unqualified-search-registries = ["docker.io"]
@@ -665,13 +671,26 @@ say "no container, volume or network of the project left"
 
 if [ "$ENGINE" = podman ]; then
   step "host restored"
-  kill "$HEALTH_PID" 2>/dev/null && wait "$HEALTH_PID" 2>/dev/null
+  kill "$HEALTH_PID" 2>/dev/null || true
+  wait "$HEALTH_PID" 2>/dev/null || true
   HEALTH_PID=""
-  kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null
+  kill "$SERVICE_PID" 2>/dev/null || true
+  wait "$SERVICE_PID" 2>/dev/null || true
   SERVICE_PID=""
+  # conmon of a finished `exec` lingers for exit_command_delay; then nothing is left.
+  for _ in $(seq 1 30); do
+    pgrep -f "conmon .*$CACHE/storage/" >/dev/null || break
+    sleep 1
+  done
+  if pgrep -f "conmon .*$CACHE/storage/" >/dev/null; then
+    die "container monitors (conmon) still running: $(pgrep -f "conmon .*$CACHE/storage/" | tr '\n' ' ')"
+  fi
+  say "no container process left"
   HOST_SAVED=0
   restore_host || die "the host is not as it was before the run"
-  pgrep -f "aardvark-dns --config $CACHE/networks" >/dev/null && die "aardvark-dns still running"
+  if pgrep -x aardvark-dns >/dev/null && [ -z "$AARDVARK_BEFORE" ]; then
+    die "aardvark-dns still running: $(pgrep -x aardvark-dns | tr '\n' ' ')"
+  fi
 fi
 step_report
 say "PASS"
