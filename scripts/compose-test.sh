@@ -667,7 +667,9 @@ left=$("$CLI" ps -a --filter "label=com.docker.compose.project=$PROJECT" --forma
 vols=$("$CLI" volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
 [ -z "$vols" ] || die "volumes left after down -v: $vols"
 say "no container, volume or network of the project left"
-"$CLI" image prune -f >/dev/null 2>&1 || true
+# No image prune: the build stages' images are untagged, and pruning them would throw
+# away the dependency layer the next run reuses.
+[ "$ENGINE" = podman ] && say "image storage: $(du -sh "$CACHE/storage" 2>/dev/null | cut -f1) in $CACHE/storage"
 
 if [ "$ENGINE" = podman ]; then
   step "host restored"
