@@ -31,8 +31,11 @@ pub struct Metrics {
     pub spool_depth: Gauge,
     pub spool_bytes: Gauge,
     pub spool_oldest_age: Gauge<f64, AtomicU64>,
+    pub spool_healthy: Gauge,
+    pub spool_errors: Counter,
     pub broker_connected: Gauge,
     pub reconnects: Counter,
+    pub dedup_backend_up: Gauge,
     /// Handles of the labelled counters already created, found by borrowed label
     /// values: counting a request or a publish allocates nothing once its labels were
     /// seen (the family's own lookup needs an owned label set per call).
@@ -105,6 +108,20 @@ impl Metrics {
             "Age of the oldest spooled event",
             spool_oldest_age.clone(),
         );
+        let spool_healthy = Gauge::default();
+        // Healthy until the spool says otherwise (and always with the spool off).
+        spool_healthy.set(1);
+        registry.register(
+            "spool_healthy",
+            "1 while the spool can store events, 0 after a failed write until it can again",
+            spool_healthy.clone(),
+        );
+        let spool_errors = Counter::default();
+        registry.register(
+            "spool_errors",
+            "Spool operations that failed (writes, reopen attempts, write probes)",
+            spool_errors.clone(),
+        );
         let broker_connected = Gauge::default();
         registry.register(
             "broker_connected",
@@ -117,6 +134,12 @@ impl Metrics {
             "AMQP connections established after a loss",
             reconnects.clone(),
         );
+        let dedup_backend_up = Gauge::default();
+        registry.register(
+            "dedup_backend_up",
+            "1 while the dedup backend answers (always for memory; for redis, 0 while the relay falls back to its own window)",
+            dedup_backend_up.clone(),
+        );
         Self {
             registry,
             requests,
@@ -128,8 +151,11 @@ impl Metrics {
             spool_depth,
             spool_bytes,
             spool_oldest_age,
+            spool_healthy,
+            spool_errors,
             broker_connected,
             reconnects,
+            dedup_backend_up,
             request_handles: RwLock::default(),
             published_handles: RwLock::default(),
         }

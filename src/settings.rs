@@ -4,6 +4,7 @@
 use hookrelay_common::amqp::AmqpSettings;
 use hookrelay_common::logging::LogSettings;
 use hookrelay_common::settings::{string_or_list, SettingsError};
+use hookrelay_common::topology::HistorySettings;
 use hookrelay_common::Secret;
 use hookrelay_vendors::{Credentials, Vendor};
 use ipnet::IpNet;
@@ -31,6 +32,9 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
+    /// `[history]`: the stream every event is also kept on.
+    #[serde(default)]
+    pub history: HistorySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +145,26 @@ pub struct DedupSettings {
     pub window_secs: u64,
     #[serde(default = "d_max_entries")]
     pub max_entries: usize,
+    #[serde(default)]
+    pub backend: DedupBackend,
+    /// Secret: a Redis URL may carry a password.
+    #[serde(default = "d_redis_url")]
+    pub redis_url: Secret,
+    #[serde(default = "d_redis_prefix")]
+    pub redis_key_prefix: String,
+    #[serde(default = "d_redis_timeout")]
+    pub redis_timeout_ms: u64,
+}
+
+/// Where the dedup window lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupBackend {
+    /// This process only.
+    #[default]
+    Memory,
+    /// Shared by every relay through Redis (`dedup.redis_url`).
+    Redis,
 }
 
 impl Default for DedupSettings {
@@ -148,8 +172,22 @@ impl Default for DedupSettings {
         Self {
             window_secs: d_window(),
             max_entries: d_max_entries(),
+            backend: DedupBackend::default(),
+            redis_url: d_redis_url(),
+            redis_key_prefix: d_redis_prefix(),
+            redis_timeout_ms: d_redis_timeout(),
         }
     }
+}
+
+fn d_redis_url() -> Secret {
+    Secret::new("redis://127.0.0.1:6379/0")
+}
+fn d_redis_prefix() -> String {
+    "hookrelay:dedup:".to_owned()
+}
+fn d_redis_timeout() -> u64 {
+    1000
 }
 
 fn d_window() -> u64 {
@@ -277,6 +315,7 @@ impl Settings {
             ));
         }
         self.amqp.validate()?;
+        self.history.validate()?;
         if self.spool.dir.as_os_str().is_empty() {
             return Err(SettingsError::key("spool.dir", "is missing"));
         }
@@ -303,6 +342,16 @@ impl Settings {
                 "server.body_read_timeout_ms",
                 "must be above 0",
             ));
+        }
+        if self.dedup.backend == DedupBackend::Redis {
+            crate::dedup::check_redis_url(self.dedup.redis_url.expose())
+                .map_err(|reason| SettingsError::key("dedup.redis_url", reason))?;
+            if self.dedup.redis_timeout_ms == 0 {
+                return Err(SettingsError::key(
+                    "dedup.redis_timeout_ms",
+                    "must be above 0",
+                ));
+            }
         }
         let trusted_proxies = parse_cidrs("server.trusted_proxies", &self.server.trusted_proxies)?;
         let tls = load_tls(&self.server.tls)?;
@@ -600,6 +649,40 @@ mod tests {
         assert_eq!(v.sources.len(), 3);
         assert_eq!(v.raw.server.max_body_bytes, 2_097_152);
         assert_eq!(v.raw.durability.ack, AckMode::Broker);
+    }
+
+    #[test]
+    fn history_defaults_env_overrides_and_a_bad_max_age_names_its_key() {
+        let v = Settings::load_with_env(None, vec![])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let h = &v.raw.history;
+        assert!(h.enabled);
+        assert_eq!(
+            h.stream_name("hookrelay.events"),
+            "hookrelay.events.history"
+        );
+        assert_eq!((h.max_age.as_str(), h.max_bytes), ("7D", 5_000_000_000));
+        let v = Settings::load_with_env(
+            None,
+            env(&[
+                ("HOOKRELAY__HISTORY__ENABLED", "false"),
+                ("HOOKRELAY__HISTORY__STREAM", "kept"),
+                ("HOOKRELAY__HISTORY__MAX_BYTES", "123"),
+            ]),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(!v.raw.history.enabled);
+        assert_eq!(v.raw.history.stream_name("x"), "kept");
+        assert_eq!(v.raw.history.max_bytes, 123);
+        let e = Settings::load_with_env(None, env(&[("HOOKRELAY__HISTORY__MAX_AGE", "7days")]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("history.max_age"), "{e}");
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! HTTP in-flight requests → outstanding confirms → spool writes → AMQP connection.
 
 use crate::broker::Broker;
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, RedisOptions};
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::routes;
+use crate::settings::DedupBackend;
 use crate::settings::Validated;
 use crate::spool::{self, Spool};
 use actix_web::dev::Server;
@@ -28,14 +29,34 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the spool in {dir}: {source}")]
+    /// One line an operator can act on: what is wrong (naming the file, or the key
+    /// `spool.dir`) and what to run next.
+    #[error("{}", spool_hint(dir, source))]
     Spool {
-        dir: String,
+        dir: std::path::PathBuf,
         #[source]
         source: spool::SpoolError,
     },
+    #[error("configuration key `dedup.redis_url`: {0}")]
+    Dedup(String),
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
+}
+
+fn spool_hint(dir: &std::path::Path, e: &spool::SpoolError) -> String {
+    use spool::SpoolError;
+    match e {
+        SpoolError::Damaged { .. } => format!("{e}; {}", spool::store::next_steps(dir)),
+        SpoolError::Locked(_) => format!(
+            "{e}; stop that process first, or give this relay its own spool.dir"
+        ),
+        SpoolError::Dir { .. } => e.to_string(),
+        other => format!(
+            "cannot open the spool in {} ({other}); check spool.dir, then `hookrelay spool verify --dir {}`",
+            dir.display(),
+            dir.display()
+        ),
+    }
 }
 
 pub struct Application {
@@ -53,6 +74,35 @@ pub struct Application {
 
 async fn not_found() -> HttpResponse {
     ApiError::NotFound.error_response()
+}
+
+/// The dedup window `dedup.backend` asks for.
+async fn dedup_window(
+    raw: &crate::settings::Settings,
+    metrics: &Metrics,
+) -> Result<Dedup, StartupError> {
+    let window = Duration::from_secs(raw.dedup.window_secs);
+    match raw.dedup.backend {
+        DedupBackend::Memory => {
+            metrics.dedup_backend_up.set(1);
+            Ok(Dedup::new(window, raw.dedup.max_entries))
+        }
+        DedupBackend::Redis => Dedup::with_redis(
+            window,
+            raw.dedup.max_entries,
+            RedisOptions {
+                url: raw.dedup.redis_url.expose(),
+                key_prefix: &raw.dedup.redis_key_prefix,
+                timeout: Duration::from_millis(raw.dedup.redis_timeout_ms),
+                // The slowest durable path: a confirm that times out, the spool full,
+                // a second publish waiting for its confirm; plus room for a busy host.
+                claim_ttl: raw.amqp.confirm_timeout() * 2 + Duration::from_secs(5),
+                up_gauge: metrics.dedup_backend_up.clone(),
+            },
+        )
+        .await
+        .map_err(StartupError::Dedup),
+    }
 }
 
 impl Application {
@@ -73,18 +123,13 @@ impl Application {
         let (stop_drainer, drainer_rx) = watch::channel(false);
         let (stop_broker, broker_rx) = watch::channel(false);
 
-        let connection_name = match std::env::var("HOSTNAME") {
-            Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
-            _ => "hookrelay relay".to_owned(),
-        };
-        let broker = Broker::new(raw.amqp.clone(), connection_name, metrics.clone());
-        let supervisor = tokio::spawn(broker.clone().run(broker_rx));
-
+        // The spool first: a damaged one stops the start with one error line, before
+        // anything else (the broker connection) runs or logs.
         let spool = if raw.spool.enabled {
             Some(
                 Spool::open(&raw.spool.dir, raw.spool.max_bytes).map_err(|source| {
                     StartupError::Spool {
-                        dir: raw.spool.dir.display().to_string(),
+                        dir: raw.spool.dir.clone(),
                         source,
                     }
                 })?,
@@ -92,6 +137,18 @@ impl Application {
         } else {
             None
         };
+        let connection_name = match std::env::var("HOSTNAME") {
+            Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
+            _ => "hookrelay relay".to_owned(),
+        };
+        let broker = Broker::new(
+            raw.amqp.clone(),
+            raw.history.clone(),
+            connection_name,
+            metrics.clone(),
+        );
+        let supervisor = tokio::spawn(broker.clone().run(broker_rx));
+
         let drainer = spool.as_ref().map(|s| {
             tokio::spawn(spool::run_drainer(
                 s.clone(),
@@ -111,6 +168,7 @@ impl Application {
         )
         .await;
 
+        let dedup = dedup_window(raw, &metrics).await?;
         let relay = Arc::new(Relay {
             sources: settings
                 .sources
@@ -121,10 +179,7 @@ impl Application {
             mode: raw.durability.ack,
             broker,
             spool,
-            dedup: Dedup::new(
-                Duration::from_secs(raw.dedup.window_secs),
-                raw.dedup.max_entries,
-            ),
+            dedup,
             metrics,
         });
 
