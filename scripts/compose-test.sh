@@ -114,7 +114,10 @@ cleanup() {
     restore_host || rc=1
   fi
   rm -rf "$RUN"
-  [ "$rc" = 0 ] || say "FAILED (exit $rc); logs in $OUT/logs"
+  if [ "$rc" != 0 ]; then
+    step_report
+    say "FAILED (exit $rc); logs in $OUT/logs"
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
