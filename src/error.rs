@@ -30,6 +30,9 @@ pub enum ApiError {
     Unavailable,
     #[error("not found")]
     NotFound,
+    /// A bug of ours, never the sender's fault: 500, details only in the log.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ResponseError for ApiError {
@@ -45,6 +48,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -63,6 +67,7 @@ impl ResponseError for ApiError {
                 json!({"error": "invalid_payload", "detail": detail})
             }
             ApiError::Unavailable => json!({"error": "unavailable"}),
+            ApiError::Internal(_) => json!({"error": "internal"}),
         };
         let mut resp = HttpResponse::build(self.status_code()).json(body);
         let headers = resp.headers_mut();

@@ -3,7 +3,6 @@
 use clap::{Parser, Subcommand};
 use hookrelay::settings::{AckMode, Settings, Validated};
 use hookrelay::startup::Application;
-use hookrelay_vendors::Credentials;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -85,9 +84,10 @@ fn describe(v: &Validated) -> String {
         if v.raw.spool.enabled { "enabled" } else { "disabled" },
     );
     for (name, s) in &v.sources {
-        let creds = match s.credentials {
-            Credentials::None => "unauthenticated",
-            _ => "credentials [redacted]",
+        let creds = if s.credentials.is_none() {
+            "unauthenticated"
+        } else {
+            "credentials [redacted]"
         };
         out.push_str(&format!(
             "    {name}: vendor {}, {creds}, POST /webhooks/{name}\n",

@@ -46,21 +46,21 @@ impl From<Qt> for QueueType {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum VendorArg {
-    Kommunicate,
-    Chatwoot,
-    Cometchat,
-}
+/// `--vendor`: any vendor of the registry (by its configuration name).
+#[derive(Clone, Copy)]
+struct VendorArg(Vendor);
 
 impl From<VendorArg> for Vendor {
     fn from(v: VendorArg) -> Self {
-        match v {
-            VendorArg::Kommunicate => Vendor::Kommunicate,
-            VendorArg::Chatwoot => Vendor::Chatwoot,
-            VendorArg::Cometchat => Vendor::Cometchat,
-        }
+        v.0
     }
+}
+
+fn parse_vendor(name: &str) -> std::result::Result<VendorArg, String> {
+    Vendor::from_name(name).map(VendorArg).ok_or_else(|| {
+        let known: Vec<&str> = Vendor::ALL.iter().map(|v| v.name()).collect();
+        format!("unknown vendor {name:?} (known: {})", known.join(", "))
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,7 +106,7 @@ enum Cmd {
         /// The relay's base URL (or a full /webhooks/<source> URL).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
-        #[arg(long, value_enum, default_value = "kommunicate")]
+        #[arg(long, value_parser = parse_vendor, default_value = "kommunicate")]
         vendor: VendorArg,
         /// The source name (URL segment) in the relay's config; default: the vendor's name.
         #[arg(long)]
@@ -149,7 +149,7 @@ enum Cmd {
         /// durability.ack of the relay.
         #[arg(long, value_enum, default_value = "broker")]
         ack: Ack,
-        #[arg(long, value_enum, default_value = "kommunicate")]
+        #[arg(long, value_parser = parse_vendor, default_value = "kommunicate")]
         vendor: VendorArg,
         /// Ceiling message size in bytes.
         #[arg(long, default_value_t = 1024)]

@@ -5,8 +5,8 @@
 //! the source's IP allowlist (403) and its rate limit (429). A body that does not
 //! arrive within `server.body_read_timeout_ms` is answered 408.
 //!
-//! Everything after the body is read is the pure [`process`], which the fuzz targets and
-//! property tests drive directly (see [`crate::invariants`]).
+//! Everything after the body is read is the pure [`process`], which the fuzz target and
+//! property tests drive directly (through the `hookrelay-test-support` crate).
 
 use crate::broker::Outgoing;
 use crate::dedup::Claim;
@@ -188,7 +188,10 @@ pub fn process(
         .normalize(&verified, now)
         .map_err(|e| ApiError::InvalidPayload(e.to_string()))?;
     let reply = normalized.reply.clone();
-    let msg = envelope::build(source, normalized, body, now).map_err(ApiError::InvalidPayload)?;
+    let msg = envelope::build(source, normalized, body, now).map_err(|e| {
+        tracing::error!(source = %source.name, error = %e, "envelope failed");
+        ApiError::Internal(e.to_string())
+    })?;
     Ok(Accepted { msg, reply })
 }
 
