@@ -361,7 +361,7 @@ impl Vendor {
     }
 
     /// The routing-key prefix of a source of this vendor named `source`.
-    pub fn routing_prefix<'a>(self, source: &'a str) -> &'a str {
+    pub fn routing_prefix(self, source: &str) -> &str {
         match self.0.routing_prefix() {
             Prefix::Vendor => self.name(),
             Prefix::Source => source,
@@ -422,6 +422,11 @@ pub mod testing {
             .map(|(_, v)| v.clone().into_bytes())
     }
 
+    /// Makes `obj` a complete payload of `event`, with the delivery id `id` and `data`
+    /// where the vendor nests one.
+    pub type Complete =
+        fn(obj: &mut Map<String, Value>, event: &str, id: &str, data: Map<String, Value>);
+
     /// Plausible payload parts of one vendor.
     pub struct Samples {
         /// Vendor event names to try, mapped and unmapped, odd ones included.
@@ -432,7 +437,6 @@ pub mod testing {
         pub credential_header: &'static str,
         /// Make `obj` a complete payload of `event`, with the delivery id `id` and
         /// `data` where the vendor nests one.
-        pub complete:
-            fn(obj: &mut Map<String, Value>, event: &str, id: &str, data: Map<String, Value>),
+        pub complete: Complete,
     }
 }
