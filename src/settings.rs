@@ -609,6 +609,64 @@ mod tests {
     }
 
     #[test]
+    fn a_standard_webhooks_source_takes_a_list_of_secrets_and_refuses_the_demo_one_in_public() {
+        let demo = hookrelay_vendors::standard_webhooks::DEMO_SECRET;
+        let pairs = [
+            ("HOOKRELAY__SOURCES__BILLING__VENDOR", "standard-webhooks"),
+            (
+                "HOOKRELAY__SOURCES__BILLING__SECRET",
+                "whsec_b2xkLWtleQ==, whsec_bmV3LWtleQ==",
+            ),
+        ];
+        let v = Settings::load_with_env(None, env(&pairs))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let keys = v.sources["billing"]
+            .credentials
+            .get::<hookrelay_vendors::standard_webhooks::SigningKeys>()
+            .expect("signing keys");
+        assert_eq!(keys.tolerance, Some(std::time::Duration::from_secs(300)));
+        let e = invalid(&[
+            ("HOOKRELAY__SOURCES__BILLING__VENDOR", "standard-webhooks"),
+            ("HOOKRELAY__SOURCES__BILLING__SECRET", "whsec_!!"),
+        ]);
+        assert!(
+            e.contains("sources.billing.secret") && !e.contains("!!"),
+            "{e}"
+        );
+        let e = invalid(&[
+            ("HOOKRELAY__SERVER__BIND", "0.0.0.0:8080"),
+            ("HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN", "t0k3n-real"),
+            ("HOOKRELAY__SOURCES__CHATWOOT__SECRET", "real-secret"),
+            ("HOOKRELAY__SOURCES__COMETCHAT__PASSWORD", "realpass"),
+            ("HOOKRELAY__SOURCES__BILLING__VENDOR", "standard-webhooks"),
+            (
+                "HOOKRELAY__SOURCES__BILLING__SECRET",
+                &format!("whsec_bmV3LWtleQ==,{demo}"),
+            ),
+        ]);
+        assert!(
+            e.contains("sources.billing.secret") && e.contains("demo"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_source_key_is_refused_naming_the_nearest_key() {
+        let e = invalid(&[("HOOKRELAY__SOURCES__CHATWOOT__SECRET_FLIE", "/run/secret")]);
+        assert!(
+            e.contains("sources.chatwoot.secret_flie") && e.contains("did you mean `secret_file`"),
+            "{e}"
+        );
+        let e = invalid(&[("HOOKRELAY__SOURCES__KOMMUNICATE__ALLOWED_IP", "10.0.0.0/8")]);
+        assert!(e.contains("did you mean `allowed_ips`"), "{e}");
+        // Another vendor's key is not this vendor's.
+        let e = invalid(&[("HOOKRELAY__SOURCES__KOMMUNICATE__PASSWORD", "x")]);
+        assert!(e.contains("sources.kommunicate.password"), "{e}");
+    }
+
+    #[test]
     fn allow_unauthenticated_needs_no_credentials() {
         let v = Settings::load_with_env(
             None,

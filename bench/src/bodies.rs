@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 const KOMMUNICATE: &str = include_str!("../templates/kommunicate.json");
 const CHATWOOT: &str = include_str!("../templates/chatwoot.json");
 const COMETCHAT: &str = include_str!("../templates/cometchat.json");
+const STANDARD_WEBHOOKS: &str = include_str!("../templates/standard-webhooks.json");
 
 /// Stands for the id in a serialized template (always as a JSON string, quotes included).
 const SLOT: &str = "@@HOOKRELAY_BENCH_ID@@";
@@ -53,6 +54,16 @@ pub const TEMPLATES: &[Template] = &[
         slots: &[&["data", "message", "id"]],
         // CometChat message ids are numeric strings.
         id: |num| (num.to_string(), format!("\"{num}\"")),
+    },
+    Template {
+        vendor: "standard-webhooks",
+        text: STANDARD_WEBHOOKS,
+        // The dedup key is the signed webhook-id; the message id keeps bodies distinct.
+        slots: &[&["data", "id"]],
+        id: |num| {
+            let id = format!("msg_bench_{num}");
+            (id.clone(), format!("\"{id}\""))
+        },
     },
 ];
 

@@ -300,6 +300,7 @@ registry! {
     kommunicate => Kommunicate,
     chatwoot => Chatwoot,
     cometchat => Cometchat,
+    standard_webhooks => StandardWebhooks,
 }
 
 impl PartialEq for Vendor {
