@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use futures_util::StreamExt;
 use hookrelay_common::amqp::{self, AmqpSettings, Backoff};
 use hookrelay_common::event::{APP_ID, CONTENT_TYPE};
-use hookrelay_common::topology;
+use hookrelay_common::topology::{self, HistoryDeclared, HistorySettings};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -54,6 +54,7 @@ pub struct Link {
 
 pub struct Broker {
     settings: AmqpSettings,
+    history: HistorySettings,
     connection_name: String,
     link: watch::Sender<Option<Arc<Link>>>,
     poke: Notify,
@@ -64,12 +65,14 @@ pub struct Broker {
 impl Broker {
     pub fn new(
         settings: AmqpSettings,
+        history: HistorySettings,
         connection_name: String,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let (link, _) = watch::channel(None);
         Arc::new(Self {
             settings,
+            history,
             connection_name,
             link,
             poke: Notify::new(),
@@ -204,6 +207,7 @@ impl Broker {
         let events = conn.events_listener().boxed();
         let first = conn.create_channel().await?;
         topology::declare_events(&first, &self.settings.exchange).await?;
+        self.declare_history(&conn).await?;
         let mut channels = Vec::with_capacity(self.settings.publish_channels);
         channels.push(first);
         for _ in 1..self.settings.publish_channels {
@@ -214,6 +218,29 @@ impl Broker {
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
         }
         Ok((Arc::new(Link { conn, channels }), events))
+    }
+
+    /// The history stream, on its own channel. A refusal is logged, loudly and with the
+    /// way out, on every (re)connect; publishing goes on (the events still reach every
+    /// other queue, and the stream keeps whatever binding it had).
+    async fn declare_history(&self, conn: &Connection) -> lapin::Result<()> {
+        match topology::declare_history(conn, &self.settings.exchange, &self.history).await? {
+            HistoryDeclared::Ready { stream } => {
+                tracing::info!(stream = %stream, max_age = %self.history.max_age, max_bytes = self.history.max_bytes, "history stream declared");
+            }
+            HistoryDeclared::Off => {}
+            HistoryDeclared::Refused { stream, reason } => {
+                tracing::error!(
+                    stream = %stream,
+                    reason = %reason,
+                    "the broker refused the history stream (a queue of that name exists with \
+                     other arguments: another max_age or max_bytes, or not a stream); events \
+                     are still published, but history.max_age/max_bytes are not applied: \
+                     delete that queue or set [history] to its arguments"
+                );
+            }
+        }
+        Ok(())
     }
 
     fn healthy(link: &Link) -> bool {
@@ -242,7 +269,13 @@ impl Broker {
                     let reason = loop {
                         tokio::select! {
                             ev = events.next() => match ev {
-                                Some(lapin::Event::Error(e)) => break format!("connection error: {e}"),
+                                // A channel error arrives here too; only one that took the
+                                // connection or a publishing channel down ends this link
+                                // (the history declaration's own channel may be refused).
+                                Some(lapin::Event::Error(e)) if !Self::healthy(&link) => break format!("connection error: {e}"),
+                                Some(lapin::Event::Error(e)) => {
+                                    tracing::debug!(error = %e, "error on a non-publishing channel");
+                                }
                                 Some(lapin::Event::ConnectionBlocked(r)) => {
                                     tracing::warn!(reason = %r, "broker blocked publishing (resource alarm)");
                                 }

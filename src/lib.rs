@@ -11,7 +11,9 @@
 //! - [`envelope`]: normalized event → event id, routing key, CloudEvent bytes.
 //! - [`relay`]: shared state and the durability decision (broker confirm or spool).
 //! - [`broker`]: the supervised AMQP connection, pipelined publisher confirms.
-//! - [`spool`]: the crash-safe local spool (redb), group commit, ordered drainer.
+//! - [`spool`]: the crash-safe local spool (redb), group commit, ordered drainer, and
+//!   its fault handling (failed writes, reopen, damaged files).
+//! - [`spool_cli`]: `hookrelay spool status|verify|export|drain|quarantine`.
 //! - [`dedup`]: the bounded dedup window.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`]: HTTP error statuses and bodies.
@@ -33,4 +35,5 @@ pub mod relay;
 pub mod routes;
 pub mod settings;
 pub mod spool;
+pub mod spool_cli;
 pub mod startup;

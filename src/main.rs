@@ -34,12 +34,37 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Inspect, salvage, drain or set aside a spool directory (no relay may hold it,
+    /// except for `status` and `export`, which skip a held file).
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+        /// The spool directory (default: spool.dir of the configuration).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+    },
     /// Probe a running relay's /readyz; exit 0 when ready (for container healthchecks).
     Healthcheck {
         /// Full URL (default: http://<server.bind>/readyz).
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum SpoolCommand {
+    /// One JSON object: dir, depth, bytes, oldest, healthy, error. Exit 1 when damaged.
+    Status,
+    /// Read every stored event; exit 1 (details on stderr) if any is unreadable.
+    Verify,
+    /// Every readable event as CloudEvent JSON, one per line, in spool order (also from
+    /// quarantined and damaged files); exit 1 if some were unreadable.
+    Export,
+    /// Publish the spool's events to the configured broker with confirms, delete what
+    /// was confirmed, exit when empty.
+    Drain,
+    /// Rename the spool file to `<name>.damaged-<UTC time>` so a relay can start fresh.
+    Quarantine,
 }
 
 fn load(config: Option<&std::path::Path>) -> Result<Validated, String> {
@@ -72,7 +97,7 @@ async fn shutdown_signal() {
 
 fn describe(v: &Validated) -> String {
     let mut out = format!(
-        "configuration OK\n  server.bind = {}\n  amqp.exchange = {}\n  amqp.uri = {} node(s)\n  durability.ack = {}\n  spool.dir = {} ({})\n  sources:\n",
+        "configuration OK\n  server.bind = {}\n  amqp.exchange = {}\n  amqp.uri = {} node(s)\n  durability.ack = {}\n  spool.dir = {} ({})\n",
         v.bind,
         v.raw.amqp.exchange,
         v.raw.amqp.uri.len(),
@@ -83,6 +108,18 @@ fn describe(v: &Validated) -> String {
         v.raw.spool.dir.display(),
         if v.raw.spool.enabled { "enabled" } else { "disabled" },
     );
+    let history = &v.raw.history;
+    out.push_str(&if history.enabled {
+        format!(
+            "  history = {} (max_age {}, max_bytes {})\n",
+            history.stream_name(&v.raw.amqp.exchange),
+            history.max_age,
+            history.max_bytes
+        )
+    } else {
+        "  history = off\n".to_owned()
+    });
+    out.push_str("  sources:\n");
     for (name, s) in &v.sources {
         let creds = if s.credentials.is_none() {
             "unauthenticated"
@@ -153,6 +190,28 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Spool { command, dir } => {
+            let v = match load(config) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("invalid configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let dir = dir.unwrap_or_else(|| v.raw.spool.dir.clone());
+            use hookrelay::spool_cli;
+            let code = match command {
+                SpoolCommand::Status => spool_cli::status(&dir),
+                SpoolCommand::Verify => spool_cli::verify(&dir),
+                SpoolCommand::Export => spool_cli::export(&dir),
+                SpoolCommand::Quarantine => spool_cli::quarantine(&dir),
+                SpoolCommand::Drain => {
+                    hookrelay_common::logging::init(&v.raw.log);
+                    spool_cli::drain(&v, &dir).await
+                }
+            };
+            ExitCode::from(code as u8)
         }
         Command::Serve => {
             let v = match load(config) {

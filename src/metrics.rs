@@ -31,6 +31,8 @@ pub struct Metrics {
     pub spool_depth: Gauge,
     pub spool_bytes: Gauge,
     pub spool_oldest_age: Gauge<f64, AtomicU64>,
+    pub spool_healthy: Gauge,
+    pub spool_errors: Counter,
     pub broker_connected: Gauge,
     pub reconnects: Counter,
     /// Handles of the labelled counters already created, found by borrowed label
@@ -105,6 +107,20 @@ impl Metrics {
             "Age of the oldest spooled event",
             spool_oldest_age.clone(),
         );
+        let spool_healthy = Gauge::default();
+        // Healthy until the spool says otherwise (and always with the spool off).
+        spool_healthy.set(1);
+        registry.register(
+            "spool_healthy",
+            "1 while the spool can store events, 0 after a failed write until it can again",
+            spool_healthy.clone(),
+        );
+        let spool_errors = Counter::default();
+        registry.register(
+            "spool_errors",
+            "Spool operations that failed (writes, reopen attempts, write probes)",
+            spool_errors.clone(),
+        );
         let broker_connected = Gauge::default();
         registry.register(
             "broker_connected",
@@ -128,6 +144,8 @@ impl Metrics {
             spool_depth,
             spool_bytes,
             spool_oldest_age,
+            spool_healthy,
+            spool_errors,
             broker_connected,
             reconnects,
             request_handles: RwLock::default(),

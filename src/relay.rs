@@ -34,12 +34,20 @@ pub struct NotDurable(pub String);
 
 impl Relay {
     /// Make `msg` durable, or say it could not be.
+    ///
+    /// Order versus availability: while the spool holds a backlog it can read and
+    /// write, new events queue behind it (broker mode), so the exchange sees arrival
+    /// order. While the spool cannot take events (full, or a failed disk) but the broker
+    /// can, they are published straight away: a confirmed publish is as durable as a
+    /// spooled event, and refusing them would turn a disk problem into an outage. Order
+    /// across the backlog is then not kept.
     pub async fn make_durable(&self, msg: &Outgoing) -> Result<Durable, NotDurable> {
+        let spool_ok = self.spool.as_ref().is_some_and(|s| s.is_healthy());
+        let mut tried_broker = false;
         if self.mode == AckMode::Broker {
-            // While older events wait in the spool, newer ones queue behind them so the
-            // exchange sees arrival order.
-            let backlog = self.spool.as_ref().is_some_and(|s| s.depth() > 0);
+            let backlog = spool_ok && self.spool.as_ref().is_some_and(|s| s.depth() > 0);
             if !backlog {
+                tried_broker = true;
                 match self.broker.publish(msg).await {
                     Ok(()) => return Ok(Durable::Confirmed),
                     Err(e) => {
@@ -56,20 +64,19 @@ impl Relay {
                 self.metrics.spooled.inc();
                 Ok(Durable::Spooled)
             }
-            Err(SpoolError::Full) if self.broker.is_connected() => {
-                // A full spool while the broker is up: durability beats ordering, so
-                // publish straight away rather than refuse.
+            Err(e @ (SpoolError::Full | SpoolError::Unavailable(_)))
+                if !tried_broker && self.broker.is_connected() =>
+            {
+                // The spool cannot take it while the broker is up: durability beats
+                // ordering, so publish straight away rather than refuse.
                 self.broker
                     .publish(msg)
                     .await
                     .map(|()| Durable::Confirmed)
-                    .map_err(|e| NotDurable(format!("spool full and publish failed: {e}")))
+                    .map_err(|p| NotDurable(format!("{e}, and the publish failed: {p}")))
             }
             Err(SpoolError::Full) => Err(NotDurable("the spool is full".into())),
-            Err(e) => {
-                tracing::error!(error = %e, "spool append failed");
-                Err(NotDurable(e.to_string()))
-            }
+            Err(e) => Err(NotDurable(e.to_string())),
         }
     }
 }

@@ -4,6 +4,7 @@
 use hookrelay_common::amqp::AmqpSettings;
 use hookrelay_common::logging::LogSettings;
 use hookrelay_common::settings::{string_or_list, SettingsError};
+use hookrelay_common::topology::HistorySettings;
 use hookrelay_vendors::keys::{self, Given};
 use hookrelay_vendors::{Credentials, Vendor};
 use ipnet::IpNet;
@@ -26,6 +27,9 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
+    /// `[history]`: the stream every event is also kept on.
+    #[serde(default)]
+    pub history: HistorySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +288,7 @@ impl Settings {
             ));
         }
         self.amqp.validate()?;
+        self.history.validate()?;
         if self.spool.dir.as_os_str().is_empty() {
             return Err(SettingsError::key("spool.dir", "is missing"));
         }
@@ -543,6 +548,40 @@ mod tests {
         assert_eq!(v.sources.len(), 3);
         assert_eq!(v.raw.server.max_body_bytes, 2_097_152);
         assert_eq!(v.raw.durability.ack, AckMode::Broker);
+    }
+
+    #[test]
+    fn history_defaults_env_overrides_and_a_bad_max_age_names_its_key() {
+        let v = Settings::load_with_env(None, vec![])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let h = &v.raw.history;
+        assert!(h.enabled);
+        assert_eq!(
+            h.stream_name("hookrelay.events"),
+            "hookrelay.events.history"
+        );
+        assert_eq!((h.max_age.as_str(), h.max_bytes), ("7D", 5_000_000_000));
+        let v = Settings::load_with_env(
+            None,
+            env(&[
+                ("HOOKRELAY__HISTORY__ENABLED", "false"),
+                ("HOOKRELAY__HISTORY__STREAM", "kept"),
+                ("HOOKRELAY__HISTORY__MAX_BYTES", "123"),
+            ]),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(!v.raw.history.enabled);
+        assert_eq!(v.raw.history.stream_name("x"), "kept");
+        assert_eq!(v.raw.history.max_bytes, 123);
+        let e = Settings::load_with_env(None, env(&[("HOOKRELAY__HISTORY__MAX_AGE", "7days")]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("history.max_age"), "{e}");
     }
 
     #[test]

@@ -28,14 +28,32 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the spool in {dir}: {source}")]
+    /// One line an operator can act on: what is wrong (naming the file, or the key
+    /// `spool.dir`) and what to run next.
+    #[error("{}", spool_hint(dir, source))]
     Spool {
-        dir: String,
+        dir: std::path::PathBuf,
         #[source]
         source: spool::SpoolError,
     },
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
+}
+
+fn spool_hint(dir: &std::path::Path, e: &spool::SpoolError) -> String {
+    use spool::SpoolError;
+    match e {
+        SpoolError::Damaged { .. } => format!("{e}; {}", spool::store::next_steps(dir)),
+        SpoolError::Locked(_) => format!(
+            "{e}; stop that process first, or give this relay its own spool.dir"
+        ),
+        SpoolError::Dir { .. } => e.to_string(),
+        other => format!(
+            "cannot open the spool in {} ({other}); check spool.dir, then `hookrelay spool verify --dir {}`",
+            dir.display(),
+            dir.display()
+        ),
+    }
 }
 
 pub struct Application {
@@ -73,18 +91,13 @@ impl Application {
         let (stop_drainer, drainer_rx) = watch::channel(false);
         let (stop_broker, broker_rx) = watch::channel(false);
 
-        let connection_name = match std::env::var("HOSTNAME") {
-            Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
-            _ => "hookrelay relay".to_owned(),
-        };
-        let broker = Broker::new(raw.amqp.clone(), connection_name, metrics.clone());
-        let supervisor = tokio::spawn(broker.clone().run(broker_rx));
-
+        // The spool first: a damaged one stops the start with one error line, before
+        // anything else (the broker connection) runs or logs.
         let spool = if raw.spool.enabled {
             Some(
                 Spool::open(&raw.spool.dir, raw.spool.max_bytes).map_err(|source| {
                     StartupError::Spool {
-                        dir: raw.spool.dir.display().to_string(),
+                        dir: raw.spool.dir.clone(),
                         source,
                     }
                 })?,
@@ -92,6 +105,18 @@ impl Application {
         } else {
             None
         };
+        let connection_name = match std::env::var("HOSTNAME") {
+            Ok(h) if !h.is_empty() => format!("hookrelay relay ({h})"),
+            _ => "hookrelay relay".to_owned(),
+        };
+        let broker = Broker::new(
+            raw.amqp.clone(),
+            raw.history.clone(),
+            connection_name,
+            metrics.clone(),
+        );
+        let supervisor = tokio::spawn(broker.clone().run(broker_rx));
+
         let drainer = spool.as_ref().map(|s| {
             tokio::spawn(spool::run_drainer(
                 s.clone(),

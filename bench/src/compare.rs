@@ -10,7 +10,7 @@ use crate::procstat::{mib, Proc};
 use crate::stats::{median, ms};
 use crate::Result;
 use hookrelay_common::amqp::{self, AmqpSettings};
-use hookrelay_common::topology::{unrouted_name, QueueType};
+use hookrelay_common::topology::{history_name, unrouted_name, QueueType};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::types::ShortString;
 use std::path::PathBuf;
@@ -98,6 +98,8 @@ fn free_port() -> Result<u16> {
 /// `/readyz`.
 pub async fn start_relay(opts: &CompareOpts) -> Result<RelayProcess> {
     launch("bench", "relay", opts.keep, |port, exchange, dir| {
+        // The relay refuses a missing spool.dir.
+        std::fs::create_dir_all(dir.join("spool"))?;
         let mut cmd = Command::new(&opts.relay_bin);
         cmd.env("HOOKRELAY__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("HOOKRELAY__AMQP__EXCHANGE", exchange)
@@ -176,7 +178,8 @@ async fn wait_ready(mut relay: RelayProcess, what: &str) -> Result<RelayProcess>
     }
 }
 
-/// Remove the relay's exchange, its alternate exchange and the unrouted queue.
+/// Remove the relay's exchange, its alternate exchange, the unrouted queue and the
+/// history stream (a stream keeps its disk until deleted).
 pub async fn delete_relay_topology(amqp_settings: &AmqpSettings, exchange: &str) -> Result<()> {
     let conn = amqp::connect(amqp_settings, "hookrelay-bench cleanup").await?;
     let ch = conn.create_channel().await?;
@@ -193,6 +196,11 @@ pub async fn delete_relay_topology(amqp_settings: &AmqpSettings, exchange: &str)
     .await?;
     ch.queue_delete(
         ShortString::from(unrouted.as_str()),
+        QueueDeleteOptions::default(),
+    )
+    .await?;
+    ch.queue_delete(
+        ShortString::from(history_name(exchange).as_str()),
         QueueDeleteOptions::default(),
     )
     .await?;

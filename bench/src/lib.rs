@@ -4,14 +4,20 @@
 //! - [`load`]: authentic, unique webhooks against a running relay, with an exactly-once
 //!   check of what reached the exchange, and the relay's CPU and memory.
 //! - [`compare`]: starts a relay and alternates ceiling and load, one Markdown table.
+//! - [`crash`]: SIGKILL at random moments under heavy spool writes, restart, check
+//!   that every 200 was published and nothing else.
 //! - [`floor`]: the relay's stack without the relay's work, the floor for any relay here.
+//! - [`history`]: `hookrelay-worker history`'s replay rate against the broker's own
+//!   stream-read rate.
 //! - [`bodies`], [`stats`], [`procstat`], [`config`]: the pure parts (unit-tested).
 
 pub mod bodies;
 pub mod ceiling;
 pub mod compare;
 pub mod config;
+pub mod crash;
 pub mod floor;
+pub mod history;
 pub mod load;
 pub mod procstat;
 pub mod stats;

@@ -80,6 +80,28 @@ fn seconds(s: &str) -> std::result::Result<Duration, String> {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Crash consistency: SIGKILL the relay at random moments during heavy spool writes,
+    /// restart it on the same spool, RUNS times; then check that every 200 reached the
+    /// exchange and nothing was published that was never posted. Exit 1 otherwise.
+    Crash {
+        /// The relay binary (a release build for realistic timing).
+        #[arg(long, default_value = "target/release/hookrelay")]
+        relay_bin: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        runs: u32,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// The kill comes after a random time between these (ms) of load.
+        #[arg(long, default_value_t = 100)]
+        min_ms: u64,
+        #[arg(long, default_value_t = 1500)]
+        max_ms: u64,
+        /// Padding bytes per webhook.
+        #[arg(long, default_value_t = 2000)]
+        pad: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// The broker's ceiling: a raw lapin publisher of persistent messages with at most W
     /// unconfirmed (or fire and forget with --no-confirms).
     Ceiling {
@@ -185,8 +207,26 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         size: usize,
     },
+    /// `hookrelay-worker history` republishing a filled history stream, against the
+    /// broker's own read rate of that stream, in the same run.
+    History {
+        /// The worker binary (default: `hookrelay-worker` next to this binary).
+        #[arg(long)]
+        worker_bin: Option<PathBuf>,
+        /// Events put in the stream.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Event size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Prefetch of both readers (`history --prefetch`).
+        #[arg(long, default_value_t = 256)]
+        prefetch: u16,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Delete a relay exchange a benchmark left behind (with its `.unrouted` exchange and
-    /// queue), e.g. after profiling a relay started by hand.
+    /// queue and its `.history` stream), e.g. after profiling a relay started by hand.
     Cleanup {
         #[arg(long)]
         exchange: String,
@@ -335,9 +375,61 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
         }
+        Cmd::Crash {
+            relay_bin,
+            runs,
+            concurrency,
+            min_ms,
+            max_ms,
+            pad,
+            seed,
+        } => {
+            let report = hookrelay_bench::crash::run(&hookrelay_bench::crash::CrashOpts {
+                relay_bin,
+                amqp_uri: hookrelay_bench::config::amqp_uri(&cfg),
+                runs,
+                concurrency,
+                min_ms,
+                max_ms: max_ms.max(min_ms),
+                pad,
+                seed,
+            })
+            .await?;
+            report.print();
+            if !report.ok() {
+                std::process::exit(1);
+            }
+        }
+        Cmd::History {
+            worker_bin,
+            events,
+            size,
+            prefetch,
+            rounds,
+        } => {
+            let worker_bin = match worker_bin {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .ok_or("the bench binary has no directory")?
+                    .join("hookrelay-worker"),
+            };
+            let report = hookrelay_bench::history::run(&hookrelay_bench::history::HistoryOpts {
+                amqp: cfg.amqp.clone(),
+                worker_bin,
+                events,
+                size,
+                prefetch: prefetch.max(1),
+                rounds: rounds.max(1),
+            })
+            .await?;
+            println!("{}", report.markdown());
+        }
         Cmd::Cleanup { exchange } => {
             compare::delete_relay_topology(&cfg.amqp, &exchange).await?;
-            println!("deleted {exchange}, its alternate exchange and unrouted queue");
+            println!(
+                "deleted {exchange}, its alternate exchange, unrouted queue and history stream"
+            );
         }
     }
     Ok(())

@@ -15,6 +15,11 @@ pub async fn metrics(relay: web::Data<Relay>) -> HttpResponse {
             (time::OffsetDateTime::now_utc().unix_timestamp() - oldest as i64).max(0) as f64
         };
         m.spool_oldest_age.set(age);
+        m.spool_healthy.set(i64::from(spool.is_healthy()));
+        // The spool counts its failures itself (it has no metrics handle); bring the
+        // counter up to its count.
+        let seen = m.spool_errors.get();
+        m.spool_errors.inc_by(spool.errors().saturating_sub(seen));
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

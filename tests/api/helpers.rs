@@ -44,6 +44,8 @@ impl TestConfig {
         let exchange = unique(tag);
         let spool_dir =
             std::env::temp_dir().join(format!("hookrelay-test-{}", uuid::Uuid::new_v4().simple()));
+        // The relay refuses a missing spool.dir (a typo must not start an empty spool).
+        std::fs::create_dir_all(&spool_dir).expect("create the test's spool dir");
         let mut c = Self {
             env: vec![],
             exchange: exchange.clone(),
@@ -53,6 +55,9 @@ impl TestConfig {
         c.set("HOOKRELAY__AMQP__URI", BROKER);
         c.set("HOOKRELAY__AMQP__EXCHANGE", &exchange);
         c.set("HOOKRELAY__SPOOL__DIR", spool_dir.to_str().unwrap());
+        // A history stream per test would keep its disk on the shared broker until
+        // deleted: off here; the history tests switch it on and delete their stream.
+        c.set("HOOKRELAY__HISTORY__ENABLED", "false");
         c
     }
 
@@ -184,7 +189,8 @@ impl Drop for Tap {
     }
 }
 
-/// Delete a test relay's exchange, its alternate exchange and its unrouted queue.
+/// Delete a test relay's exchange, its alternate exchange, its unrouted queue and its
+/// history stream.
 async fn remove_topology_on(conn: &Connection, exchange: &str) {
     let unrouted = topology::unrouted_name(exchange);
     let Ok(ch) = conn.create_channel().await else {
@@ -192,6 +198,12 @@ async fn remove_topology_on(conn: &Connection, exchange: &str) {
     };
     let _ = ch
         .queue_delete(unrouted.as_str().into(), Default::default())
+        .await;
+    let _ = ch
+        .queue_delete(
+            topology::history_name(exchange).as_str().into(),
+            Default::default(),
+        )
         .await;
     let _ = ch
         .exchange_delete(unrouted.as_str().into(), Default::default())

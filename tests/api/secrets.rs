@@ -103,7 +103,10 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
         .env("HOOKRELAY__AMQP__URI", &uri)
         .env("HOOKRELAY__AMQP__CONNECT_TIMEOUT_MS", "2000")
         .env("HOOKRELAY__AMQP__EXCHANGE", &exchange)
-        .env("HOOKRELAY__SPOOL__DIR", dir.join("spool"))
+        .env("HOOKRELAY__SPOOL__DIR", {
+            std::fs::create_dir_all(dir.join("spool")).unwrap();
+            dir.join("spool")
+        })
         .env("HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN", &token)
         .env("HOOKRELAY__SOURCES__CHATWOOT__SECRET", &hmac)
         .env("HOOKRELAY__SOURCES__COMETCHAT__USERNAME", &user)

@@ -22,9 +22,9 @@
 //! once, and only then answers, so the acks of a whole batch cost one fsync.
 
 use crate::cli::ArchiveArgs;
+use crate::consume::{self, Failure, Handler, Incoming};
 use crate::settings::Settings;
 use crate::WorkerError;
-use hookrelay_common::consume::{self, Failure, Handler, Incoming};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};

@@ -27,6 +27,9 @@ pub enum Command {
     Forward(ForwardArgs),
     /// Move messages from <queue>.parked back to <queue>.
     Replay(ReplayArgs),
+    /// Read the history stream from a time on: print the events as JSON lines, or
+    /// republish them (confirmed) to a queue or an exchange.
+    History(HistoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +40,33 @@ pub struct TailArgs {
     /// Print each whole event as one JSON line instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Start with the history from WHEN (RFC 3339, or a duration back: 90s, 15m, 2h, 7d),
+    /// then go on live: read from the history stream, no event missed or repeated.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Start: RFC 3339 (2026-05-01T09:00:00Z) or a duration back from now (90s, 15m, 2h, 7d).
+    #[arg(long, value_name = "WHEN")]
+    pub since: String,
+    /// Stop before this time (same forms); default: the stream's end when the run starts.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Only events whose routing key matches (repeatable; RabbitMQ topic rules: `*` one
+    /// word, `#` zero or more). Default `#`.
+    #[arg(long = "bind", value_name = "KEY")]
+    pub bind: Vec<String>,
+    /// Republish each matching event to this queue (through the default exchange).
+    #[arg(long, value_name = "QUEUE", conflicts_with = "to_exchange")]
+    pub to_queue: Option<String>,
+    /// Republish each matching event to this exchange, with its own routing key.
+    #[arg(long, value_name = "EXCHANGE")]
+    pub to_exchange: Option<String>,
+    /// Deliveries (and unconfirmed republishes) held at once; default worker.prefetch.
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -2,10 +2,10 @@
 //! URL, signed per Standard Webhooks; a 2xx acks, anything else or a timeout retries.
 
 use crate::cli::ForwardArgs;
+use crate::consume::{self, Failure, Handler, Incoming};
 use crate::settings::Settings;
 use crate::signing;
 use crate::WorkerError;
-use hookrelay_common::consume::{self, Failure, Handler, Incoming};
 use hookrelay_common::settings::SettingsError;
 use hookrelay_common::Secret;
 use std::future::Future;

@@ -1,8 +1,10 @@
-//! hookrelay's consumer workers: each kind is a [`Handler`](hookrelay_common::consume::Handler)
-//! run by the shared consume loop in `hookrelay_common::consume`.
+//! hookrelay's consumer workers: each kind is a [`Handler`](consume::Handler) run by the
+//! shared consume loop in [`consume`].
 //!
 //! # Layout
 //!
+//! - [`consume`]: the consume loop every durable kind runs (prefetch, ack after the work,
+//!   retry with delay, park after `max_attempts`, reconnect, drain on shutdown).
 //! - [`cli`]: the command line (clap derive).
 //! - [`settings`]: `[amqp]`, `[log]`, `[worker]`, `[archive]`, `[forward]` of the shared config.
 //! - [`tail`]: print events live from a throw-away queue.
@@ -10,16 +12,22 @@
 //!   never the same event id twice.
 //! - [`forward`]: POST each event downstream, signed per Standard Webhooks ([`signing`]).
 //! - [`replay`]: move parked messages back to their work queue.
+//! - [`history`]: read the history stream over a time window (print or republish), and
+//!   `tail --since` (history, then live).
+//! - [`topic`]: RabbitMQ topic-pattern matching, for filters applied to the stream.
 //!
 //! `main.rs` only wires these: parse, load settings, install the signal handlers, [`run`].
 
 pub mod archive;
 pub mod cli;
+pub mod consume;
 pub mod forward;
+pub mod history;
 pub mod replay;
 pub mod settings;
 pub mod signing;
 pub mod tail;
+pub mod topic;
 
 use cli::Command;
 use hookrelay_common::settings::SettingsError;
@@ -38,6 +46,8 @@ pub enum WorkerError {
     },
     #[error("replay: {0}")]
     Replay(#[from] replay::ReplayError),
+    #[error("history: {0}")]
+    History(#[from] history::HistoryError),
 }
 
 /// Run one subcommand until it finishes (replay) or `shutdown` resolves (the consumers).
@@ -49,6 +59,11 @@ where
         Command::Tail(args) => tail::run(&settings, args, shutdown).await,
         Command::Archive(args) => archive::run(&settings, args, shutdown).await,
         Command::Forward(args) => forward::run(&settings, args, shutdown).await,
+        Command::History(args) => {
+            let summary = history::run(&settings, args, shutdown).await?;
+            eprintln!("{}", summary.line());
+            Ok(())
+        }
         Command::Replay(args) => {
             let queue = settings.worker.queue_name(args.queue.as_deref(), "");
             if queue.is_empty() {

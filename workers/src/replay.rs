@@ -1,8 +1,8 @@
 //! `replay`: move messages from `<queue>.parked` back to `<queue>`, one at a time, each
 //! republished with a confirm (and its attempt count reset) before the parked copy is acked.
 
+use crate::consume::{self, ConsumeError};
 use hookrelay_common::amqp::{self, AmqpSettings};
-use hookrelay_common::consume::{self, ConsumeError};
 use hookrelay_common::topology::parked_queue;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};

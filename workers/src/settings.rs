@@ -1,10 +1,11 @@
 //! The workers' view of the shared configuration: `[amqp]`, `[log]`, `[worker]`,
-//! `[archive]` and `[forward]` (the relay's sections are ignored here).
+//! `[archive]`, `[forward]` and `[history]` (the relay's sections are ignored here).
 
+use crate::consume::WorkerSettings;
 use hookrelay_common::amqp::AmqpSettings;
-use hookrelay_common::consume::WorkerSettings;
 use hookrelay_common::logging::LogSettings;
 use hookrelay_common::settings::{self, SettingsError};
+use hookrelay_common::topology::HistorySettings;
 use hookrelay_common::Secret;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ pub struct Settings {
     pub archive: ArchiveSettings,
     #[serde(default)]
     pub forward: ForwardSettings,
+    /// `[history]`: which stream `history` and `tail --since` read (`history.stream`).
+    #[serde(default)]
+    pub history: HistorySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,9 +2,9 @@
 //! exclusive, auto-delete queue. For people watching a stream; it keeps nothing.
 
 use crate::cli::TailArgs;
+use crate::consume::{self, ConsumeConfig, Failure, Handler, Incoming, QueueSpec};
 use crate::settings::Settings;
 use crate::WorkerError;
-use hookrelay_common::consume::{self, ConsumeConfig, Failure, Handler, Incoming, QueueSpec};
 use hookrelay_common::event::CloudEvent;
 use std::future::Future;
 use std::io::Write;
@@ -29,6 +29,10 @@ where
     } else {
         vec!["#".to_owned()]
     };
+    if let Some(since) = &args.since {
+        let patterns = crate::topic::Patterns::new(&bindings);
+        return Ok(crate::history::follow(settings, since, patterns, args.json, shutdown).await?);
+    }
     let cfg = ConsumeConfig {
         amqp: settings.amqp.clone(),
         connection_name: consume::connection_name("tail", &bindings.join(" ")),
@@ -61,16 +65,13 @@ struct Tail {
 
 impl Handler for Tail {
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
-        let mut line = if self.json {
-            // The event exactly as published, on one line (raw CR/LF in JSON is whitespace).
-            msg.body
-                .iter()
-                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
-                .collect::<Vec<u8>>()
+        let line = if self.json {
+            json_line(&msg.body)
         } else {
-            summary(&msg.event).into_bytes()
+            let mut l = summary(&msg.event).into_bytes();
+            l.push(b'\n');
+            l
         };
-        line.push(b'\n');
         let mut out = std::io::stdout().lock();
         if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
             // Nobody is reading any more: stop (the throw-away queue goes with us).
@@ -79,6 +80,17 @@ impl Handler for Tail {
         }
         Ok(())
     }
+}
+
+/// The event exactly as published, on one line ending in `\n` (a raw CR or LF inside
+/// JSON can only be whitespace, so it becomes a space).
+pub fn json_line(body: &[u8]) -> Vec<u8> {
+    let mut line: Vec<u8> = body
+        .iter()
+        .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+        .collect();
+    line.push(b'\n');
+    line
 }
 
 /// `<time>  <routing key>  <id>  <sender>: <short text>`.

@@ -7,14 +7,11 @@
 //! - [`topology`]: exchanges, queues and bindings, declared by code (and mirrored in
 //!   `config/rabbitmq/definitions.json`).
 //! - [`amqp`]: AMQP connection settings and connecting to a list of nodes.
-//! - [`consume`]: the consume loop every worker kind runs (prefetch, ack after the work,
-//!   retry with delay, park after `max_attempts`, reconnect, drain on shutdown).
 //! - [`settings`]: layered configuration (default file → `--config` → `HOOKRELAY__*` env).
 //! - [`secret`]: a string that never prints.
 //! - [`logging`]: `tracing` set-up, human or JSON lines.
 
 pub mod amqp;
-pub mod consume;
 pub mod event;
 pub mod logging;
 pub mod routing;

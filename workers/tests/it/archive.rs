@@ -2,7 +2,7 @@
 //! mid-stream), and a body that is not a CloudEvent parked at once.
 
 use crate::helpers::*;
-use hookrelay_common::consume::{ATTEMPTS_HEADER, ERROR_HEADER};
+use hookrelay_worker::consume::{ATTEMPTS_HEADER, ERROR_HEADER};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::Duration;

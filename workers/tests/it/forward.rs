@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use crate::sink::{signature_valid, Answer, Sink};
-use hookrelay_common::consume::{ATTEMPTS_HEADER, ERROR_HEADER};
+use hookrelay_worker::consume::{ATTEMPTS_HEADER, ERROR_HEADER};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -311,7 +311,38 @@ impl Broker {
         out
     }
 
-    /// Delete what a test declared (best effort; names are unique anyway).
+    /// The events exchange and its history stream, declared by the relay's own code
+    /// (`<exchange>.history`, bound with `#`); returns the stream's name.
+    pub async fn declare_history(&self, exchange: &str) -> String {
+        let ch = self.conn.create_channel().await.unwrap();
+        hookrelay_common::topology::declare_events(&ch, exchange)
+            .await
+            .unwrap();
+        let _ = ch.close(200, "ok".into()).await;
+        let declared = hookrelay_common::topology::declare_history(
+            &self.conn,
+            exchange,
+            &hookrelay_common::topology::HistorySettings::default(),
+        )
+        .await
+        .unwrap();
+        match declared {
+            hookrelay_common::topology::HistoryDeclared::Ready { stream } => stream,
+            other => panic!("history stream not declared: {other:?}"),
+        }
+    }
+
+    /// A fresh channel on the test's connection (for declarations that may fail).
+    pub async fn channel(&self) -> Channel {
+        self.conn.create_channel().await.unwrap()
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Delete what a test declared (best effort; names are unique anyway). Streams keep
+    /// their disk on the shared broker until deleted, so the history stream goes too.
     pub async fn cleanup(&self, names: &Names) {
         let ch = self.conn.create_channel().await.unwrap();
         for q in [
@@ -319,6 +350,7 @@ impl Broker {
             names.retry(),
             names.parked(),
             format!("{}.unrouted", names.exchange),
+            format!("{}.history", names.exchange),
         ] {
             let _ = ch
                 .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
@@ -487,4 +519,35 @@ fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::UnboundedReceiver<Stri
         }
     });
     rx
+}
+
+/// Deletes a stream when dropped, also when the test failed before its clean-up: a
+/// stream keeps its disk on the shared broker until deleted.
+pub struct DeleteOnDrop(pub String);
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // A thread of its own with its own runtime: works whether or not the test's
+        // runtime is still running (a panic unwinds through it).
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(conn) =
+                    Connection::connect(&amqp_uri(), ConnectionProperties::default()).await
+                {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = ch
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    let _ = conn.close(200, "bye".into()).await;
+                }
+            });
+        })
+        .join();
+    }
 }

@@ -4,6 +4,7 @@
 mod archive;
 mod forward;
 mod helpers;
+mod history;
 mod reconnect;
 mod replay;
 mod shutdown;

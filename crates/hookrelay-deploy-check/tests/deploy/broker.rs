@@ -2,8 +2,9 @@
 //!
 //! How, with AMQP alone (no management plugin needed):
 //!
-//! 1. The code declares its topology (`hookrelay_common::topology::declare_events` and
-//!    `declare_worker_queue` for the compose workers) under unique names: every name gets
+//! 1. The code declares its topology (`hookrelay_common::topology::declare_events`,
+//!    `declare_history` and `declare_worker_queue` for the compose workers) under unique
+//!    names: every name gets
 //!    a `deploycheck-<random>.` prefix, so tests run in parallel and never touch a real
 //!    `hookrelay.*` object. definitions.json is read through the same renaming (names,
 //!    and the arguments that hold names: `alternate-exchange`, dead-letter targets).
@@ -16,7 +17,9 @@
 //!    each of its binding keys and a few sample routing keys; the queues it actually
 //!    reached must be exactly those definitions.json routes it to (topic matching, fanout,
 //!    and the alternate exchange for what matches nothing). A binding missing from
-//!    either side, or an extra one, lands a message in the wrong set of queues.
+//!    either side, or an extra one, lands a message in the wrong set of queues. A stream
+//!    cannot be read with basic.get: the history stream is read from its first offset by
+//!    a consumer instead, and must hold exactly the probes routed to it.
 //!
 //! What AMQP cannot show is an object the code declares under a name definitions.json
 //! does not have; `definitions::definitions_are_the_code_topology_for_the_compose_workers`
@@ -25,14 +28,18 @@
 //! definitions and requires each alteration to be reported.
 
 use crate::support::*;
-use hookrelay_common::topology::{declare_events, declare_worker_queue};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+use futures_util::StreamExt;
+use hookrelay_common::topology::{
+    declare_events, declare_history, declare_worker_queue, HistoryDeclared,
 };
-use lapin::types::FieldTable;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The broker the tests use (SPEC's default; override with HOOKRELAY_TEST_AMQP_URI).
@@ -154,7 +161,10 @@ impl Fixture {
         let names = Names::new();
         let services = services();
         let defaults = default_toml();
-        let exchange = names.map(&compose_exchange(&services, &defaults));
+        let original_exchange = compose_exchange(&services, &defaults);
+        let exchange = names.map(&original_exchange);
+        let mut history = compose_history(&services, &defaults);
+        history.stream = Some(names.map(&history.stream_name(&original_exchange)));
         let mut workers = worker_queues(&compose_workers(&services, &defaults));
         for w in &mut workers {
             w.name = names.map(&w.name);
@@ -169,7 +179,14 @@ impl Fixture {
                 .unwrap_or_else(|e| panic!("declare_worker_queue {}: {e}", w.name));
         }
         let _ = ch.close(200, "declared".into()).await;
-        let declared = code_topology(&exchange, &workers);
+        match declare_history(&conn, &exchange, &history)
+            .await
+            .expect("declare_history on the broker")
+        {
+            HistoryDeclared::Ready { .. } | HistoryDeclared::Off => {}
+            refused => panic!("the broker refused the history stream: {refused:?}"),
+        }
+        let declared = code_topology(&exchange, &history, &workers);
         Fixture {
             conn,
             names,
@@ -346,6 +363,17 @@ async fn routing_problems(
         .await
         .expect("confirm.select");
     let reader = channel(conn).await;
+    // Streams are read by a consumer at the end; the other queues with basic.get.
+    let streams: BTreeSet<String> = defs
+        .queues
+        .iter()
+        .filter(|q| q.arguments.get("x-queue-type") == Some(&Arg::Str("stream".into())))
+        .map(|q| q.name.clone())
+        .filter(|q| queues.contains(q))
+        .collect();
+    let queues: BTreeSet<String> = queues.difference(&streams).cloned().collect();
+    let queues = &queues;
+    let mut stream_expected: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
     // Leftovers would be mistaken for routed probes.
     for q in queues {
         drain(&reader, q).await;
@@ -373,8 +401,14 @@ async fn routing_problems(
                 .await
                 .expect("publisher confirm");
             assert!(confirm.is_ack(), "broker nacked a probe to {x}");
-            let expected: BTreeSet<String> =
-                defs.route(x, &key).intersection(queues).cloned().collect();
+            let routed = defs.route(x, &key);
+            for s in routed.intersection(&streams) {
+                stream_expected
+                    .entry(s.clone())
+                    .or_default()
+                    .insert(probe.clone());
+            }
+            let expected: BTreeSet<String> = routed.intersection(queues).cloned().collect();
             // After the confirm the message sits in every queue it was routed to; wait a
             // little anyway before calling an expected queue empty.
             let mut reached = BTreeSet::new();
@@ -401,9 +435,61 @@ async fn routing_problems(
             }
         }
     }
+    for s in &streams {
+        let expected = stream_expected.remove(s).unwrap_or_default();
+        let reached = read_stream(conn, s, expected.len()).await;
+        if reached != expected {
+            problems.push(format!(
+                "stream {s}: definitions.json routes {} probes to it, the broker delivered {} ({} of them expected)",
+                expected.len(),
+                reached.len(),
+                reached.intersection(&expected).count()
+            ));
+        }
+    }
     done(publisher).await;
     done(reader).await;
     problems
+}
+
+/// Every message of a (fresh) stream, read from its first offset: at least `want`, then
+/// whatever else arrives within a short wait (an unexpected extra must show).
+async fn read_stream(conn: &Connection, stream: &str, want: usize) -> BTreeSet<Vec<u8>> {
+    let ch = channel(conn).await;
+    ch.basic_qos(100, BasicQosOptions::default())
+        .await
+        .expect("basic.qos");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    let mut consumer = ch
+        .basic_consume(
+            stream.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("consume {stream}: {e}"));
+    let mut got = BTreeSet::new();
+    loop {
+        let wait = if got.len() >= want {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(3)
+        };
+        match tokio::time::timeout(wait, consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+                got.insert(d.data.clone());
+            }
+            _ => break,
+        }
+    }
+    done(ch).await;
+    got
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -482,6 +568,11 @@ async fn the_broker_check_catches_drift() {
         destination_type: "queue".into(),
         routing_key: "#".into(),
     });
+    let stream = compose_history(&services, &defaults).stream_name(&exchange);
+    let mut no_history_binding = base.clone();
+    no_history_binding
+        .bindings
+        .retain(|b| b.destination != stream);
     let mut no_unrouted_binding = base.clone();
     no_unrouted_binding
         .bindings
@@ -536,6 +627,20 @@ async fn the_broker_check_catches_drift() {
         ("a narrower binding key", narrower_binding),
         ("an extra binding", extra_binding),
         ("the unrouted binding missing", no_unrouted_binding),
+        ("the history stream's binding missing", no_history_binding),
+        (
+            "the history stream keeps 30 days",
+            edit_queue(&base, &stream, |q| {
+                q.arguments
+                    .insert("x-max-age".into(), Arg::Str("30D".into()));
+            }),
+        ),
+        (
+            "the history stream has no size bound",
+            edit_queue(&base, &stream, |q| {
+                q.arguments.remove("x-max-length-bytes");
+            }),
+        ),
     ];
     let mut undetected = Vec::new();
     for (what, t) in &drifted {

@@ -3,8 +3,8 @@
 use crate::support::*;
 
 /// The objects RabbitMQ imports at boot are exactly what `hookrelay_common::topology`
-/// declares for the compose relay's exchange and the compose workers' queues, bindings
-/// and queue type: no object missing, none extra, same names, types, flags and arguments.
+/// declares for the compose relay's exchange and history stream and the compose workers'
+/// queues, bindings and queue type: no object missing, none extra, same names, types, flags and arguments.
 #[test]
 fn definitions_are_the_code_topology_for_the_compose_workers() {
     let services = services();
@@ -19,7 +19,8 @@ fn definitions_are_the_code_topology_for_the_compose_workers() {
             w.service
         );
     }
-    let code = code_topology(&exchange, &worker_queues(&workers));
+    let history = compose_history(&services, &defaults);
+    let code = code_topology(&exchange, &history, &worker_queues(&workers));
     let defs = definitions().topology();
     assert_no_problems(
         "definitions.json vs the code's topology for the compose workers",

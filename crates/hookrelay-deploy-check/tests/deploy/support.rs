@@ -1,6 +1,6 @@
 //! Readers for the repository's deployment files, and the topology model they are compared in.
 
-use hookrelay_common::topology::{self, QueueType, WorkerQueue};
+use hookrelay_common::topology::{self, HistorySettings, QueueType, WorkerQueue};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -454,6 +454,36 @@ pub fn compose_exchange(services: &[Service], defaults: &TomlValue) -> String {
     literal(relay, "HOOKRELAY__AMQP__EXCHANGE").unwrap_or_else(|| defaults.str_at("amqp.exchange"))
 }
 
+/// The compose relay's `[history]`: its `HOOKRELAY__HISTORY__*` values, else
+/// config/default.toml's, else the code's defaults.
+pub fn compose_history(services: &[Service], defaults: &TomlValue) -> HistorySettings {
+    let relay = services
+        .iter()
+        .find(|s| s.binary() == Some(RELAY_BIN) && s.subcommand() == Some("serve"))
+        .expect("a service runs `hookrelay serve`");
+    let key = |k: &str| {
+        literal(relay, &format!("HOOKRELAY__HISTORY__{}", k.to_uppercase())).or_else(|| {
+            defaults.get(&format!("history.{k}")).map(|v| match v {
+                TomlValue::Str(s) | TomlValue::Scalar(s) => s.clone(),
+                other => panic!("config/default.toml: history.{k} is {other:?}"),
+            })
+        })
+    };
+    let code = HistorySettings::default();
+    HistorySettings {
+        enabled: key("enabled").map_or(code.enabled, |v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("history.enabled = {v}"))
+        }),
+        stream: key("stream"),
+        max_age: key("max_age").unwrap_or(code.max_age),
+        max_bytes: key("max_bytes").map_or(code.max_bytes, |v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("history.max_bytes = {v}"))
+        }),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // config/rabbitmq/definitions.json
 
@@ -678,14 +708,34 @@ impl Definitions {
     }
 }
 
-/// The topology `hookrelay_common::topology` declares for `exchange` and these workers,
+/// The topology `hookrelay_common::topology` declares for `exchange`, its history stream
+/// and these workers,
 /// built from the functions the declaring code itself calls (names and arguments).
 /// Object flags (durable, not auto-delete, not internal) and exchange types are what
 /// `declare_events`/`declare_worker_queue` pass; the broker test proves those on a
 /// real declaration.
-pub fn code_topology(exchange: &str, workers: &[WorkerQueue]) -> Topology {
+pub fn code_topology(
+    exchange: &str,
+    history: &HistorySettings,
+    workers: &[WorkerQueue],
+) -> Topology {
     let unrouted = topology::unrouted_name(exchange);
     let mut t = Topology::default();
+    if history.enabled {
+        let stream = history.stream_name(exchange);
+        t.queues.insert(Queue {
+            name: stream.clone(),
+            durable: true,
+            auto_delete: false,
+            arguments: table_args(&topology::history_stream_arguments(history)),
+        });
+        t.bindings.insert(Binding {
+            source: exchange.to_owned(),
+            destination: stream,
+            destination_type: "queue".into(),
+            routing_key: "#".into(),
+        });
+    }
     t.exchanges.insert(Exchange {
         name: exchange.to_owned(),
         kind: "topic".into(),
