@@ -263,14 +263,15 @@ pub struct Validated {
 
 impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        hookrelay_common::settings::load(file)
+        Self::load_with_env(file, std::env::vars().collect())
     }
 
     pub fn load_with_env(
         file: Option<&Path>,
         env: Vec<(String, String)>,
     ) -> Result<Self, SettingsError> {
-        hookrelay_common::settings::load_with_env(file, env)
+        // The workers' sections are theirs; any other key nothing reads is refused.
+        hookrelay_common::settings::load_strict(file, env, hookrelay_common::settings::WORKERS_ONLY)
     }
 
     /// Type and check every key; the first problem found is returned, naming its key.
@@ -688,6 +689,39 @@ mod tests {
         assert!(
             e.contains("sources.billing.secret") && e.contains("demo"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_typo_anywhere_is_refused_naming_the_key_and_the_nearest_one() {
+        let e = Settings::load_with_env(None, env(&[("HOOKRELAY__SERVER__BNID", "0.0.0.0:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.bnid")
+                && e.contains("set by HOOKRELAY__SERVER__BNID")
+                && e.contains("did you mean `server.bind`?"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("hookrelay-typo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, "[spool]\nmax_byte = 5\n").unwrap();
+        let e = Settings::load_with_env(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `spool.max_bytes`?"), "{e}");
+        std::fs::write(&file, "[servr]\nbind = \"x\"\n").unwrap();
+        let e = Settings::load_with_env(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("servr") && e.contains("did you mean `server`?"),
+            "{e}"
+        );
+        // The workers' sections are theirs to check.
+        assert!(
+            Settings::load_with_env(None, env(&[("HOOKRELAY__FORWARD__URL", "http://x")])).is_ok()
         );
     }
 

@@ -263,12 +263,13 @@ pub fn unknown_reason<S: AsRef<str>>(name: &str, known: &[S]) -> String {
 }
 
 /// The entry of `known` closest to `name` by edit distance, if close enough to be a
-/// plausible typo (at most a third of the name's length, at least 1, apart).
+/// plausible typo (edits, a swap of neighbours counting as one: at most a third of the
+/// name's length, at least 1).
 pub fn nearest<'a, S: AsRef<str>>(name: &str, known: &'a [S]) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
     known
         .iter()
-        .map(|k| (strsim::levenshtein(name, k.as_ref()), k.as_ref()))
+        .map(|k| (strsim::osa_distance(name, k.as_ref()), k.as_ref()))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
