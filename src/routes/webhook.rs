@@ -1,4 +1,4 @@
-//! `POST /webhooks/{source}`: checks in the SPEC's order (source 404, method 405, size
+//! `POST /webhooks/{source}`: checks in the documented order (README, HTTP API) (source 404, method 405, size
 //! 413 while reading, content type 415, credentials 401, payload 400), then makes the
 //! event durable and answers 200, or 503 when it cannot be. Two optional abuse limits
 //! sit between the 405 and the 413, before anything is read (see [`crate::limits`]):
@@ -64,7 +64,7 @@ async fn serve(
         relay.metrics.request("unknown", 404);
         return ApiError::UnknownSource.error_response();
     };
-    // The SPEC's order first (404, then 405), then the optional abuse limits before
+    // The documented order first (404, then 405), then the optional abuse limits before
     // anything is read, so a wrong method never spends a rate-limit token.
     let outcome = if req.method() != Method::POST {
         Err(ApiError::MethodNotAllowed)
@@ -160,7 +160,7 @@ pub struct Accepted {
     pub reply: Option<serde_json::Value>,
 }
 
-/// The checks that need the whole body, in the SPEC's order: content type (415),
+/// The checks that need the whole body, in the documented order: content type (415),
 /// credentials on the raw bytes (401), payload (400); then the envelope. Pure apart from
 /// logging: no I/O, the clock passed in.
 pub fn process(

@@ -398,7 +398,7 @@ pub fn normalize(
             n.time = update_time(&root);
         }
         e if e.starts_with("automation_event.") => {
-            // Automation rules re-send a conversation snapshot (VENDORS.md §2).
+            // Automation rules re-send a conversation snapshot (docs/VENDORS.md, chatwoot).
             n.subject = util::get_id(&root, "id");
         }
         _ => {}
@@ -619,7 +619,7 @@ fn conversation(c: &Object) -> Conversation {
 }
 
 // ---------------------------------------------------------------------------------------
-// Idempotency (VENDORS.md §2)
+// Idempotency (docs/VENDORS.md, chatwoot: dedup key)
 
 /// 1. `X-Chatwoot-Delivery` when present (and sane).
 /// 2. Typing events are never deduplicated: the key includes the receipt time.

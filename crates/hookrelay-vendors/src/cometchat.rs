@@ -371,7 +371,7 @@ pub fn normalize(
 
     if shape == Shape::BeforeSend {
         // Merged by CometChat into the message's metadata: answer nothing, and never
-        // `do_not_propagate` (VENDORS.md §3).
+        // `do_not_propagate` (docs/VENDORS.md, cometchat).
         n.reply = Some(json!({}));
     }
     n.dedup_key = dedup_key(body, trigger, shape, &app_id, data, outer);
@@ -561,7 +561,7 @@ fn group_conversation(group: &Object) -> Conversation {
 }
 
 // ---------------------------------------------------------------------------------------
-// Idempotency (VENDORS.md §3)
+// Idempotency (docs/VENDORS.md, cometchat: dedup key)
 
 /// A scalar's text for a key part: strings as they are, numbers as written.
 fn scalar_text(v: Option<&Value>) -> String {

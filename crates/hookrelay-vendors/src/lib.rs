@@ -195,7 +195,7 @@ pub struct Normalized {
     /// The vendor's own event name (`message_created`, `after_message`, `message` for
     /// Kommunicate, which has no event field).
     pub vendor_event: String,
-    /// The vendor's own id for this delivery, per VENDORS.md's idempotency rules; the
+    /// The vendor's own id for this delivery, per its vendor's dedup rules (docs/VENDORS.md); the
     /// relay hashes it with the source and `vendor_event` into the event id. Fall back to
     /// `util::body_hash` (`sha256:<hex>`) where the vendor gives none.
     pub dedup_key: String,
