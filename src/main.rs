@@ -67,10 +67,15 @@ enum SpoolCommand {
     Quarantine,
 }
 
-fn load(config: Option<&std::path::Path>) -> Result<Validated, String> {
+/// The validated configuration, or the reason it is not usable, said plainly on stderr
+/// (logging is not up yet) as the `Err` exit code every command returns then.
+fn load(config: Option<&std::path::Path>) -> Result<Validated, ExitCode> {
     Settings::load(config)
         .and_then(Settings::validate)
-        .map_err(|e| e.to_string())
+        .map_err(|e| {
+            eprintln!("invalid configuration: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 async fn shutdown_signal() {
@@ -144,18 +149,12 @@ async fn main() -> ExitCode {
                 print!("{}", describe(&v));
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("invalid configuration: {e}");
-                ExitCode::FAILURE
-            }
+            Err(code) => code,
         },
         Command::Send { source, file, url } => {
             let v = match load(config) {
                 Ok(v) => v,
-                Err(e) => {
-                    eprintln!("invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match hookrelay::cli::send(&v, &source, &file, url.as_deref()).await {
                 Ok((status, body)) => {
@@ -175,10 +174,7 @@ async fn main() -> ExitCode {
         Command::Healthcheck { url } => {
             let v = match load(config) {
                 Ok(v) => v,
-                Err(e) => {
-                    eprintln!("invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match hookrelay::cli::healthcheck(&v, url.as_deref()).await {
                 Ok(body) => {
@@ -194,10 +190,7 @@ async fn main() -> ExitCode {
         Command::Spool { command, dir } => {
             let v = match load(config) {
                 Ok(v) => v,
-                Err(e) => {
-                    eprintln!("invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let dir = dir.unwrap_or_else(|| v.raw.spool.dir.clone());
             use hookrelay::spool_cli;
@@ -216,11 +209,7 @@ async fn main() -> ExitCode {
         Command::Serve => {
             let v = match load(config) {
                 Ok(v) => v,
-                Err(e) => {
-                    // Logging is not up yet: say it plainly and stop.
-                    eprintln!("invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             hookrelay_common::logging::init(&v.raw.log);
             let app = match Application::build(v).await {
