@@ -28,6 +28,27 @@ if command -v rabbitmqctl >/dev/null 2>&1; then
   timeout 60 rabbitmqctl await_startup >/dev/null 2>&1 || true
 fi
 
+# Redis on 127.0.0.1:6379 for the shared dedup tests (dedup.backend = "redis"): used if it
+# answers, else an installed redis-server is started (installed first if missing, as root
+# on Debian), never persisting anything.
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+if ! redis_up; then
+  if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing redis-server (apt-get)" >&2
+    apt-get install -y -q redis-server >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null; }
+  fi
+  if command -v redis-server >/dev/null 2>&1; then
+    echo "Redis is not answering on 127.0.0.1:6379: starting redis-server" >&2
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 50); do redis_up && break; sleep 0.2; done
+  fi
+fi
+if ! redis_up; then
+  echo "Redis is not reachable on 127.0.0.1:6379 and redis-server could not be installed: install it (apt-get install redis-server) and run this again" >&2
+  exit 1
+fi
+
 # The fuzz targets (fuzz/, their own workspace) must keep compiling. libfuzzer-sys builds
 # and links on stable with plain cargo (cargo-fuzz and nightly only add the coverage
 # instrumentation), and the shared target dir lets it reuse the workspace's crates.

@@ -28,6 +28,9 @@ pub enum ApiError {
     InvalidPayload(String),
     #[error("not durable: broker unreachable and spool unavailable")]
     Unavailable,
+    /// The in-flight body budget has no room for this body (a flood, or a burst).
+    #[error("no room in the in-flight body budget")]
+    Busy { retry_after_secs: u64 },
     #[error("not found")]
     NotFound,
     /// A bug of ours, never the sender's fault: 500, details only in the log.
@@ -47,7 +50,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,7 +69,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidPayload(detail) => {
                 json!({"error": "invalid_payload", "detail": detail})
             }
-            ApiError::Unavailable => json!({"error": "unavailable"}),
+            ApiError::Unavailable | ApiError::Busy { .. } => json!({"error": "unavailable"}),
             ApiError::Internal(_) => json!({"error": "internal"}),
         };
         let mut resp = HttpResponse::build(self.status_code()).json(body);
@@ -83,6 +86,11 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::Busy { retry_after_secs } => {
+                // The connection is closed too: the body is left unread (see
+                // `routes::webhook::close_unread`).
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

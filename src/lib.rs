@@ -8,6 +8,8 @@
 //! - [`routes`]: `POST /webhooks/{source}`, `/healthz`, `/readyz`, `/metrics`.
 //! - [`limits`]: abuse limits before the body is read: per-source IP allowlists (behind
 //!   trusted proxies), per-source rate limits, the body-read deadline.
+//! - [`budget`]: the budget for request bodies in flight, with shares for senders not
+//!   yet authenticated and per client.
 //! - [`envelope`]: normalized event → event id, routing key, CloudEvent bytes.
 //! - [`relay`]: shared state and the durability decision (broker confirm or spool).
 //! - [`broker`]: the supervised AMQP connection, pipelined publisher confirms.
@@ -25,6 +27,7 @@
 //! the property tests check, live in `hookrelay-test-support` (not in the relay).
 
 pub mod broker;
+pub mod budget;
 pub mod cli;
 pub mod dedup;
 pub mod envelope;

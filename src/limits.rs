@@ -1,19 +1,22 @@
 //! Abuse limits applied by the webhook endpoint before any body is read: per-source IP
 //! allowlists (believing a forwarded header only from `server.trusted_proxies`),
-//! per-source token-bucket rate limits, and the deadline for reading the body.
+//! per-source token-bucket rate limits, the deadline for reading the body, and the
+//! budget for bodies in flight ([`crate::budget`]).
 //!
 //! The check order (after the 404 for an unknown source): address (403), rate (429),
 //! then the documented order (README, HTTP API). Both are cheap and come before the body is read, so a
 //! refused sender costs a header parse and nothing else. Every request to a source
 //! takes a token, whatever it turns out to be: a flood of bad credentials is limited too.
 
+use crate::budget::BodyBudget;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::settings::{ForwardedHeader, RateLimit, Source, Validated};
 use actix_web::http::header::HeaderMap;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The limits of one running relay (shared by every HTTP worker).
@@ -24,10 +27,12 @@ pub struct Limits {
     buckets: HashMap<String, Mutex<TokenBucket>>,
     /// How long the whole body may take once the head has arrived.
     pub body_read_timeout: Duration,
+    /// Every body is reserved here before it is read.
+    pub budget: Arc<BodyBudget>,
 }
 
 impl Limits {
-    pub fn new(settings: &Validated) -> Self {
+    pub fn new(settings: &Validated, metrics: &Metrics) -> Self {
         let buckets = settings
             .sources
             .iter()
@@ -45,6 +50,12 @@ impl Limits {
             forwarded_header: settings.raw.server.forwarded_header,
             buckets,
             body_read_timeout: Duration::from_millis(settings.raw.server.body_read_timeout_ms),
+            budget: Arc::new(BodyBudget::new(
+                settings.raw.server.max_inflight_body_bytes,
+                settings.raw.server.max_body_bytes as u64,
+                metrics.inflight_body_bytes.clone(),
+                metrics.body_budget_exhausted.clone(),
+            )),
         }
     }
 
@@ -215,6 +226,12 @@ mod tests {
             forwarded_header: header,
             buckets: HashMap::new(),
             body_read_timeout: Duration::from_secs(1),
+            budget: Arc::new(BodyBudget::new(
+                1 << 20,
+                1 << 20,
+                Default::default(),
+                Default::default(),
+            )),
         }
     }
 

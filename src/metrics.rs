@@ -35,6 +35,11 @@ pub struct Metrics {
     pub spool_errors: Counter,
     pub broker_connected: Gauge,
     pub reconnects: Counter,
+    pub dedup_backend_up: Gauge,
+    /// Bytes of request bodies reserved in the in-flight body budget.
+    pub inflight_body_bytes: Gauge,
+    /// Requests refused because the in-flight body budget had no room.
+    pub body_budget_exhausted: Counter,
     /// Handles of the labelled counters already created, found by borrowed label
     /// values: counting a request or a publish allocates nothing once its labels were
     /// seen (the family's own lookup needs an owned label set per call).
@@ -133,6 +138,24 @@ impl Metrics {
             "AMQP connections established after a loss",
             reconnects.clone(),
         );
+        let dedup_backend_up = Gauge::default();
+        registry.register(
+            "dedup_backend_up",
+            "1 while the dedup backend answers (always for memory; for redis, 0 while the relay falls back to its own window)",
+            dedup_backend_up.clone(),
+        );
+        let inflight_body_bytes = Gauge::default();
+        registry.register(
+            "inflight_body_bytes",
+            "Bytes of request bodies being read or processed (server.max_inflight_body_bytes)",
+            inflight_body_bytes.clone(),
+        );
+        let body_budget_exhausted = Counter::default();
+        registry.register(
+            "body_budget_exhausted",
+            "Requests answered 503 because the in-flight body budget had no room",
+            body_budget_exhausted.clone(),
+        );
         Self {
             registry,
             requests,
@@ -148,6 +171,9 @@ impl Metrics {
             spool_errors,
             broker_connected,
             reconnects,
+            dedup_backend_up,
+            inflight_body_bytes,
+            body_budget_exhausted,
             request_handles: RwLock::default(),
             published_handles: RwLock::default(),
         }

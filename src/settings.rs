@@ -5,6 +5,7 @@ use hookrelay_common::amqp::AmqpSettings;
 use hookrelay_common::logging::LogSettings;
 use hookrelay_common::settings::{string_or_list, SettingsError};
 use hookrelay_common::topology::HistorySettings;
+use hookrelay_common::Secret;
 use hookrelay_vendors::keys::{self, Given};
 use hookrelay_vendors::{Credentials, Vendor};
 use ipnet::IpNet;
@@ -49,6 +50,9 @@ pub struct ServerSettings {
     /// How long the whole body may take to arrive once the head is in (slow-body guard).
     #[serde(default = "d_body_read_timeout")]
     pub body_read_timeout_ms: u64,
+    /// Most bytes of request bodies held at once, all requests together (flood guard).
+    #[serde(default = "d_max_inflight_body_bytes")]
+    pub max_inflight_body_bytes: u64,
     /// CIDRs of reverse proxies whose forwarded header is believed. Empty (the default):
     /// forwarded headers are never believed and the TCP peer is the client.
     #[serde(default, deserialize_with = "string_or_list")]
@@ -85,7 +89,7 @@ fn d_client_request_timeout() -> u64 {
     5000
 }
 fn d_client_disconnect_timeout() -> u64 {
-    1000
+    0
 }
 fn d_max_connections() -> usize {
     25_000
@@ -95,6 +99,9 @@ fn d_shutdown_timeout() -> u64 {
 }
 fn d_body_read_timeout() -> u64 {
     10_000
+}
+fn d_max_inflight_body_bytes() -> u64 {
+    128 << 20
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -140,6 +147,26 @@ pub struct DedupSettings {
     pub window_secs: u64,
     #[serde(default = "d_max_entries")]
     pub max_entries: usize,
+    #[serde(default)]
+    pub backend: DedupBackend,
+    /// Secret: a Redis URL may carry a password.
+    #[serde(default = "d_redis_url")]
+    pub redis_url: Secret,
+    #[serde(default = "d_redis_prefix")]
+    pub redis_key_prefix: String,
+    #[serde(default = "d_redis_timeout")]
+    pub redis_timeout_ms: u64,
+}
+
+/// Where the dedup window lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupBackend {
+    /// This process only.
+    #[default]
+    Memory,
+    /// Shared by every relay through Redis (`dedup.redis_url`).
+    Redis,
 }
 
 impl Default for DedupSettings {
@@ -147,8 +174,22 @@ impl Default for DedupSettings {
         Self {
             window_secs: d_window(),
             max_entries: d_max_entries(),
+            backend: DedupBackend::default(),
+            redis_url: d_redis_url(),
+            redis_key_prefix: d_redis_prefix(),
+            redis_timeout_ms: d_redis_timeout(),
         }
     }
+}
+
+fn d_redis_url() -> Secret {
+    Secret::new("redis://127.0.0.1:6379/0")
+}
+fn d_redis_prefix() -> String {
+    "hookrelay:dedup:".to_owned()
+}
+fn d_redis_timeout() -> u64 {
+    1000
 }
 
 fn d_window() -> u64 {
@@ -315,6 +356,22 @@ impl Settings {
             return Err(SettingsError::key(
                 "server.body_read_timeout_ms",
                 "must be above 0",
+            ));
+        }
+        if self.dedup.backend == DedupBackend::Redis {
+            crate::dedup::check_redis_url(self.dedup.redis_url.expose())
+                .map_err(|reason| SettingsError::key("dedup.redis_url", reason))?;
+            if self.dedup.redis_timeout_ms == 0 {
+                return Err(SettingsError::key(
+                    "dedup.redis_timeout_ms",
+                    "must be above 0",
+                ));
+            }
+        }
+        if self.server.max_inflight_body_bytes < self.server.max_body_bytes as u64 {
+            return Err(SettingsError::key(
+                "server.max_inflight_body_bytes",
+                "must be at least server.max_body_bytes (or no body of the largest size fits)",
             ));
         }
         let trusted_proxies = parse_cidrs("server.trusted_proxies", &self.server.trusted_proxies)?;

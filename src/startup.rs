@@ -3,12 +3,13 @@
 //! HTTP in-flight requests → outstanding confirms → spool writes → AMQP connection.
 
 use crate::broker::Broker;
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, RedisOptions};
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::routes;
+use crate::settings::DedupBackend;
 use crate::settings::Validated;
 use crate::spool::{self, Spool};
 use actix_web::dev::Server;
@@ -36,6 +37,8 @@ pub enum StartupError {
         #[source]
         source: spool::SpoolError,
     },
+    #[error("configuration key `dedup.redis_url`: {0}")]
+    Dedup(String),
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
 }
@@ -71,6 +74,35 @@ pub struct Application {
 
 async fn not_found() -> HttpResponse {
     ApiError::NotFound.error_response()
+}
+
+/// The dedup window `dedup.backend` asks for.
+async fn dedup_window(
+    raw: &crate::settings::Settings,
+    metrics: &Metrics,
+) -> Result<Dedup, StartupError> {
+    let window = Duration::from_secs(raw.dedup.window_secs);
+    match raw.dedup.backend {
+        DedupBackend::Memory => {
+            metrics.dedup_backend_up.set(1);
+            Ok(Dedup::new(window, raw.dedup.max_entries))
+        }
+        DedupBackend::Redis => Dedup::with_redis(
+            window,
+            raw.dedup.max_entries,
+            RedisOptions {
+                url: raw.dedup.redis_url.expose(),
+                key_prefix: &raw.dedup.redis_key_prefix,
+                timeout: Duration::from_millis(raw.dedup.redis_timeout_ms),
+                // The slowest durable path: a confirm that times out, the spool full,
+                // a second publish waiting for its confirm; plus room for a busy host.
+                claim_ttl: raw.amqp.confirm_timeout() * 2 + Duration::from_secs(5),
+                up_gauge: metrics.dedup_backend_up.clone(),
+            },
+        )
+        .await
+        .map_err(StartupError::Dedup),
+    }
 }
 
 impl Application {
@@ -136,6 +168,7 @@ impl Application {
         )
         .await;
 
+        let dedup = dedup_window(raw, &metrics).await?;
         let relay = Arc::new(Relay {
             sources: settings
                 .sources
@@ -146,16 +179,13 @@ impl Application {
             mode: raw.durability.ack,
             broker,
             spool,
-            dedup: Dedup::new(
-                Duration::from_secs(raw.dedup.window_secs),
-                raw.dedup.max_entries,
-            ),
+            dedup,
             metrics,
         });
 
         let port = listener.local_addr()?.port();
         let data = web::Data::from(relay.clone());
-        let limits = web::Data::new(Limits::new(&settings));
+        let limits = web::Data::new(Limits::new(&settings, &relay.metrics));
         let names: Vec<Arc<str>> = relay.sources.values().map(|s| s.name.clone()).collect();
         let mut server = HttpServer::new(move || {
             let mut app = App::new()

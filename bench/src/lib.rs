@@ -6,6 +6,8 @@
 //! - [`compare`]: starts a relay and alternates ceiling and load, one Markdown table.
 //! - [`crash`]: SIGKILL at random moments under heavy spool writes, restart, check
 //!   that every 200 was published and nothing else.
+//! - [`flood`]: hostile connections holding large bodies against a relay it starts, with
+//!   genuine webhooks alongside: the relay's peak memory and what genuine senders see.
 //! - [`floor`]: the relay's stack without the relay's work, the floor for any relay here.
 //! - [`history`]: `hookrelay-worker history`'s replay rate against the broker's own
 //!   stream-read rate.
@@ -16,6 +18,7 @@ pub mod ceiling;
 pub mod compare;
 pub mod config;
 pub mod crash;
+pub mod flood;
 pub mod floor;
 pub mod history;
 pub mod load;

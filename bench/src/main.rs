@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hookrelay_bench::ceiling::{self, CeilingOpts};
 use hookrelay_bench::compare::{self, CompareOpts};
 use hookrelay_bench::config::RelayConfig;
+use hookrelay_bench::flood::{self, FloodOpts};
 use hookrelay_bench::floor;
 use hookrelay_bench::load::{self, LoadOpts};
 use hookrelay_bench::Result;
@@ -225,12 +226,56 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Hostile connections without credentials, each holding all but the last byte of a
+    /// large body, against each vendor's route of a relay it starts (a fresh one per
+    /// route); genuine webhooks of every vendor alongside. Prints the relay's peak RSS,
+    /// the hostile answers and the genuine statuses and latencies.
+    Flood {
+        /// The relay binary (default: `hookrelay` next to this binary).
+        #[arg(long)]
+        relay_bin: Option<PathBuf>,
+        /// Routes to flood (repeatable; default: the three vendors of the default config).
+        #[arg(long = "target", value_parser = parse_vendor)]
+        targets: Vec<VendorArg>,
+        #[arg(long, default_value_t = 5000)]
+        connections: usize,
+        /// Declared body length of each hostile request, in bytes.
+        #[arg(long, default_value_t = 2 * 1024 * 1024)]
+        body: usize,
+        /// Distinct hostile source addresses (127.1.x.y).
+        #[arg(long, default_value_t = 1)]
+        spread: usize,
+        /// Seconds per route (the flood starts 2 s in).
+        #[arg(long, default_value = "20", value_parser = seconds)]
+        duration: Duration,
+        /// Milliseconds between two genuine webhooks of one vendor.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// Extra relay environment, KEY=VALUE (repeatable).
+        #[arg(long = "relay-env", value_name = "KEY=VALUE")]
+        relay_env: Vec<String>,
+        /// Keep the relay's temp directory (log, spool).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Delete a relay exchange a benchmark left behind (with its `.unrouted` exchange and
     /// queue and its `.history` stream), e.g. after profiling a relay started by hand.
     Cleanup {
         #[arg(long)]
         exchange: String,
     },
+}
+
+/// `KEY=VALUE` pairs of `--relay-env`.
+fn parse_env(pairs: &[String]) -> std::result::Result<Vec<(String, String)>, String> {
+    pairs
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("--relay-env {kv:?} is not KEY=VALUE"))
+        })
+        .collect()
 }
 
 fn main() -> Result<()> {
@@ -327,14 +372,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let vendor: Vendor = vendor.into();
             let source = cfg.source(vendor.name(), Some(vendor))?;
-            let relay_env = relay_env
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .ok_or_else(|| format!("--relay-env {kv:?} is not KEY=VALUE"))
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let relay_env = parse_env(&relay_env)?;
             let report = compare::run(&CompareOpts {
                 relay_bin,
                 amqp: cfg.amqp.clone(),
@@ -424,6 +462,58 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
             println!("{}", report.markdown());
+        }
+        Cmd::Flood {
+            relay_bin,
+            targets,
+            connections,
+            body,
+            spread,
+            duration,
+            interval_ms,
+            relay_env,
+            keep,
+        } => {
+            let relay_bin = match relay_bin {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .ok_or("the bench binary has no directory")?
+                    .join("hookrelay"),
+            };
+            // The vendors the configuration has a source of, named after the vendor.
+            let configured: Vec<Vendor> = Vendor::ALL
+                .iter()
+                .copied()
+                .filter(|v| cfg.sources.contains_key(v.name()))
+                .collect();
+            let sources = configured
+                .iter()
+                .map(|v| cfg.source(v.name(), Some(*v)))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let targets = if targets.is_empty() {
+                configured
+            } else {
+                targets.into_iter().map(Vendor::from).collect()
+            };
+            let relay_env = parse_env(&relay_env)?;
+            let runs = flood::run(&FloodOpts {
+                relay_bin,
+                amqp: cfg.amqp.clone(),
+                sources,
+                targets,
+                connections,
+                body,
+                spread: spread.max(1),
+                duration,
+                interval: Duration::from_millis(interval_ms),
+                relay_env,
+                keep,
+            })
+            .await?;
+            for mut r in runs {
+                println!("{}", r.markdown());
+            }
         }
         Cmd::Cleanup { exchange } => {
             compare::delete_relay_topology(&cfg.amqp, &exchange).await?;

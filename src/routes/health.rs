@@ -28,10 +28,13 @@ pub async fn readyz(relay: web::Data<Relay>) -> HttpResponse {
     } else {
         "unavailable"
     };
+    // Never affects `status`: without Redis the relay dedups in its own window.
+    let dedup = relay.dedup.status();
     let body = json!({
         "status": status,
         "broker": if connected { "connected" } else { "disconnected" },
         "ack_mode": match relay.mode { crate::settings::AckMode::Broker => "broker", crate::settings::AckMode::Spool => "spool" },
+        "dedup": {"backend": dedup.backend, "connected": dedup.connected},
         "spool": {
             "enabled": spool.is_some(),
             "healthy": healthy,

@@ -1,28 +1,32 @@
-//! `POST /webhooks/{source}`: checks in the documented order (README, HTTP API) (source 404, method 405, size
-//! 413 while reading, content type 415, credentials 401, payload 400), then makes the
-//! event durable and answers 200, or 503 when it cannot be. Two optional abuse limits
-//! sit between the 405 and the 413, before anything is read (see [`crate::limits`]):
-//! the source's IP allowlist (403) and its rate limit (429). A body that does not
-//! arrive within `server.body_read_timeout_ms` is answered 408.
+//! `POST /webhooks/{source}`: checks in the documented order (source 404, method 405),
+//! then two optional abuse limits (see [`crate::limits`]): the source's IP allowlist
+//! (403) and its rate limit (429). Then everything the headers decide, before a byte of
+//! the body is read: declared size (413), content type (415), and the credentials of
+//! vendors that authenticate by header (401; for Chatwoot, whose HMAC covers the body,
+//! missing, malformed or stale signature headers). Only then is the body reserved in the
+//! in-flight budget ([`crate::budget`]; 503 when there is no room) and read, within
+//! `server.body_read_timeout_ms` (408), its size enforced while reading (413). A request
+//! refused before its body was read is answered with `Connection: close`.
 //!
 //! Everything after the body is read is the pure [`process`], which the fuzz target and
 //! property tests drive directly (through the `hookrelay-test-support` crate).
 
 use crate::broker::Outgoing;
+use crate::budget::{Reservation, Standing};
 use crate::dedup::Claim;
 use crate::envelope;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::relay::Relay;
 use crate::settings::Source;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
-use hookrelay_vendors::Headers;
+use hookrelay_vendors::{AuthError, Headers};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 /// `/webhooks/{source}` for a name that is not a configured source (configured ones
@@ -55,7 +59,7 @@ pub type Answering = Pin<Box<dyn Future<Output = HttpResponse>>>;
 async fn serve(
     name: &str,
     req: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     relay: web::Data<Relay>,
     limits: web::Data<Limits>,
 ) -> HttpResponse {
@@ -67,17 +71,17 @@ async fn serve(
     // The documented order first (404, then 405), then the optional abuse limits before
     // anything is read, so a wrong method never spends a rate-limit token.
     let outcome = if req.method() != Method::POST {
-        Err(ApiError::MethodNotAllowed)
+        Err(Refused::unread(ApiError::MethodNotAllowed))
     } else {
         match limits.admit(source, req.peer_addr(), req.headers()) {
-            Ok(()) => handle(&req, source, payload, &relay, limits.body_read_timeout).await,
-            Err(e) => Err(e),
+            Ok(()) => handle(&req, source, &mut payload, &relay, &limits).await,
+            Err(e) => Err(Refused::unread(e)),
         }
     };
     let resp = match outcome {
         Ok(resp) => resp,
-        Err(e) => {
-            match &e {
+        Err(Refused { error, body_unread }) => {
+            match &error {
                 ApiError::Unavailable => {
                     tracing::error!(source = %source.name, "answered 503: event could not be made durable")
                 }
@@ -87,11 +91,78 @@ async fn serve(
                 | ApiError::RateLimited { .. } => {}
                 other => tracing::debug!(source = %source.name, error = %other, "request refused"),
             }
-            e.error_response()
+            let resp = error.error_response();
+            if body_unread {
+                close_unread(resp, payload)
+            } else {
+                resp
+            }
         }
     };
     relay.metrics.request(&source.name, resp.status().as_u16());
     resp
+}
+
+/// A refusal, and whether the body (or the rest of it) was left unread.
+struct Refused {
+    error: ApiError,
+    body_unread: bool,
+}
+
+impl Refused {
+    fn unread(error: ApiError) -> Self {
+        Self {
+            error,
+            body_unread: true,
+        }
+    }
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            body_unread: false,
+        }
+    }
+}
+
+/// A refusal answered before the body (or all of it) was read: the connection is closed
+/// after the answer rather than the rest of the body read only to be thrown away. The
+/// HTTP layer closes by itself when a body with a declared length is left unread, but
+/// drains a chunked one (for as long as the client keeps it open) once the handler has
+/// dropped it; so the unread payload is kept alive inside the answer's body until the
+/// answer is written, which makes the HTTP layer close (`Connection: close`) in both
+/// cases. A request without a body keeps its connection.
+fn close_unread(resp: HttpResponse, payload: web::Payload) -> HttpResponse {
+    resp.map_body(|_, body| match body.try_into_bytes() {
+        Ok(bytes) => BoxBody::new(HoldsPayload {
+            bytes: Some(bytes),
+            _payload: payload,
+        }),
+        Err(body) => body,
+    })
+}
+
+/// A response body that keeps the request's unread payload until it has been written.
+struct HoldsPayload {
+    bytes: Option<web::Bytes>,
+    _payload: web::Payload,
+}
+
+impl MessageBody for HoldsPayload {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(self.get_mut().bytes.take().map(Ok))
+    }
 }
 
 fn is_json(content_type: &[u8]) -> bool {
@@ -108,39 +179,77 @@ fn is_json(content_type: &[u8]) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// The declared `Content-Length`, if any.
+fn declared_length(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|len| {
+            len.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::InvalidPayload("invalid Content-Length".into()))
+        })
+        .transpose()
+}
+
+/// Smallest step a body without a declared length grows its reservation by.
+const GROWTH_STEP: usize = 64 * 1024;
+
+/// Read the body into a buffer the reservation covers: the declared length was reserved
+/// up front; a body without one (chunked) reserves before its buffer grows, doubling, so
+/// the reservation is always at least the buffer's capacity.
 async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
+    declared: Option<u64>,
     limit: usize,
-    deadline: Duration,
-) -> Result<web::BytesMut, ApiError> {
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-        let declared = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| ApiError::InvalidPayload("invalid Content-Length".into()))?;
-        if declared > limit as u64 {
+    reservation: &mut Reservation,
+    busy: impl Fn() -> ApiError,
+) -> Result<Vec<u8>, ApiError> {
+    // `declared <= limit` was checked before anything was reserved.
+    let mut body = Vec::with_capacity(declared.map_or(0, |d| d as usize));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::InvalidPayload("the body could not be read".into()))?;
+        let needed = body.len() + chunk.len();
+        if needed > limit {
             return Err(ApiError::PayloadTooLarge);
         }
-    }
-    let read = async {
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk =
-                chunk.map_err(|_| ApiError::InvalidPayload("the body could not be read".into()))?;
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::PayloadTooLarge);
-            }
-            body.extend_from_slice(&chunk);
+        if needed > body.capacity() {
+            let cap = needed.max(body.capacity() * 2).max(GROWTH_STEP).min(limit);
+            reservation.grow_to(cap as u64).await.map_err(|_| busy())?;
+            body.reserve_exact(cap - body.len());
         }
-        Ok(body)
-    };
-    // A client trickling its body would otherwise hold the request open indefinitely
-    // (the head has its own limit, server.client_request_timeout_ms).
-    tokio::time::timeout(deadline, read)
-        .await
-        .map_err(|_| ApiError::RequestTimeout)?
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The credential checks the headers alone decide, made before any body is read: for
+/// a vendor whose credentials do not cover the body this is the whole check; for one
+/// whose MAC does, everything but the MAC itself (missing, repeated, malformed or stale
+/// signature headers). Says what the budget should treat the sender as.
+fn check_headers(
+    source: &Source,
+    headers: &Headers<'_>,
+    client: Option<std::net::IpAddr>,
+    now: OffsetDateTime,
+) -> Result<Standing, ApiError> {
+    if source.credentials.is_none() {
+        // allow_unauthenticated: anyone may send, so nobody has proved anything.
+        return Ok(Standing::Unproven(client));
+    }
+    let signs_body = source.vendor.signs_body();
+    match source.vendor.verify(&source.credentials, headers, &[], now) {
+        // The MAC is checked on the real body once it is read.
+        Ok(_) | Err(AuthError::Mismatch) if signs_body => Ok(Standing::Unproven(client)),
+        Ok(_) => Ok(Standing::Authenticated),
+        Err(e) => {
+            tracing::info!(source = %source.name, reason = %e, "unauthorized webhook (headers)");
+            Err(ApiError::Unauthorized {
+                basic: source.vendor.uses_basic_auth(),
+            })
+        }
+    }
 }
 
 /// The usual answer to an accepted request.
@@ -160,8 +269,10 @@ pub struct Accepted {
     pub reply: Option<serde_json::Value>,
 }
 
-/// The checks that need the whole body, in the documented order: content type (415),
-/// credentials on the raw bytes (401), payload (400); then the envelope. Pure apart from
+/// The checks on the whole request, in the documented order: content type (415),
+/// credentials on the raw bytes (401), payload (400); then the envelope. (The first two
+/// were already made on the headers before the body was read; they are repeated here so
+/// this function is the whole rule for the fuzz targets.) Pure apart from
 /// logging: no I/O, the clock passed in.
 pub fn process(
     source: &Source,
@@ -198,19 +309,53 @@ pub fn process(
 async fn handle(
     req: &HttpRequest,
     source: &Source,
-    payload: web::Payload,
+    payload: &mut web::Payload,
     relay: &Relay,
-    body_deadline: Duration,
-) -> Result<HttpResponse, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::MethodNotAllowed);
+    limits: &Limits,
+) -> Result<HttpResponse, Refused> {
+    // The body's deadline runs from here (the head is in), waiting for room included:
+    // a slow body holds its share of the budget at most this long.
+    let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
+    let limit = relay.max_body_bytes;
+    let declared = declared_length(req).map_err(Refused::unread)?;
+    if declared.is_some_and(|d| d > limit as u64) {
+        return Err(Refused::unread(ApiError::PayloadTooLarge));
     }
-    let body = read_body(req, payload, relay.max_body_bytes, body_deadline).await?;
     let mut headers = Headers::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
         headers.push(name.as_str(), value.as_bytes());
     }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE.as_str()) {
+        if !is_json(ct) {
+            return Err(Refused::unread(ApiError::UnsupportedMediaType));
+        }
+    }
+    let client = limits.client_ip(req.peer_addr().map(|p| p.ip()), req.headers());
+    let standing = check_headers(source, &headers, client, OffsetDateTime::now_utc())
+        .map_err(Refused::unread)?;
+
+    // Retry-After: by then every body being read now has arrived or been cut off.
+    let retry_after_secs = limits.body_read_timeout.as_secs_f64().ceil().max(1.0) as u64;
+    let busy = || {
+        tracing::debug!(source = %source.name, "in-flight body budget exhausted");
+        ApiError::Busy { retry_after_secs }
+    };
+    let mut reservation = limits
+        .budget
+        .reserve(declared.unwrap_or(0), standing, deadline)
+        .await
+        .map_err(|_| Refused::unread(busy()))?;
+    // Held until the answer: the event built from the body is as large, and lives until
+    // it is durable.
+    let body = tokio::time::timeout_at(
+        deadline,
+        read_body(payload, declared, limit, &mut reservation, busy),
+    )
+    .await
+    .map_err(|_| Refused::unread(ApiError::RequestTimeout))?
+    .map_err(Refused::unread)?;
     let Accepted { msg, reply } = process(source, &headers, &body, OffsetDateTime::now_utc())?;
+    drop(body);
 
     let answer = |duplicate: bool| match &reply {
         Some(obj) => HttpResponse::Ok().json(obj),
@@ -223,19 +368,24 @@ async fn handle(
     match relay.dedup.claim(&msg.id).await {
         Claim::Duplicate => {
             relay.metrics.duplicate(&source.name);
+            drop(reservation);
             Ok(answer(true))
         }
-        Claim::New(guard) => match relay.make_durable(&msg).await {
-            Ok(_) => {
-                relay.dedup.succeeded(guard);
-                Ok(answer(false))
+        Claim::New(guard) => {
+            let durable = relay.make_durable(&msg).await;
+            drop(reservation);
+            match durable {
+                Ok(_) => {
+                    relay.dedup.succeeded(guard);
+                    Ok(answer(false))
+                }
+                Err(e) => {
+                    relay.dedup.failed(guard);
+                    tracing::warn!(error = %e, id = %msg.id, "event not durable");
+                    Err(ApiError::Unavailable.into())
+                }
             }
-            Err(e) => {
-                relay.dedup.failed(guard);
-                tracing::warn!(error = %e, id = %msg.id, "event not durable");
-                Err(ApiError::Unavailable)
-            }
-        },
+        }
     }
 }
 

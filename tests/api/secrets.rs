@@ -101,6 +101,8 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
         .env("HOOKRELAY__SERVER__BIND", "127.0.0.1:0")
         .env("HOOKRELAY__SERVER__WORKERS", "1")
         .env("HOOKRELAY__AMQP__URI", &uri)
+        // The down node first, always, so its refusal (and its password) is logged.
+        .env("HOOKRELAY__AMQP__NODE_ORDER", "listed")
         .env("HOOKRELAY__AMQP__CONNECT_TIMEOUT_MS", "2000")
         .env("HOOKRELAY__AMQP__EXCHANGE", &exchange)
         .env("HOOKRELAY__SPOOL__DIR", {

@@ -31,6 +31,22 @@ pub struct AmqpSettings {
     /// Publishing channels shared by all requests (confirms are pipelined on each).
     #[serde(default = "d_channels")]
     pub publish_channels: usize,
+    /// The order the `uri` nodes are tried in.
+    #[serde(default)]
+    pub node_order: NodeOrder,
+}
+
+/// How a process orders the `amqp.uri` nodes before trying them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeOrder {
+    /// Each process its own random order (fixed for the process's life), so the
+    /// connections of many relays and workers spread over a cluster instead of all
+    /// landing on the first node.
+    #[default]
+    Shuffle,
+    /// The order given: the first answering node wins (e.g. a preferred local node).
+    Listed,
 }
 
 fn d_confirm_timeout() -> u64 {
@@ -110,11 +126,41 @@ pub fn redact_uri(uri: &str) -> String {
 /// The frame size asked for unless a URI sets `frame_max` itself.
 pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
 
-/// Connect to the first node that answers, trying them in the configured order.
-/// `name` is the connection name shown in the RabbitMQ management UI.
+/// A seed drawn once per process: std's `RandomState` keys are random per process, and
+/// the pid tells apart processes started in the same instant.
+fn process_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() | 1
+    })
+}
+
+/// The indices `0..n` in the order `order` asks for; `shuffle` is a Fisher-Yates
+/// permutation drawn from `seed` (the same seed gives the same order).
+pub fn node_indices(n: usize, order: NodeOrder, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if order == NodeOrder::Shuffle {
+        let mut x = seed | 1;
+        for i in (1..n).rev() {
+            // xorshift64: spread, not secrecy, is what matters here.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            idx.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+    }
+    idx
+}
+
+/// Connect to the first node that answers, trying them in the configured order
+/// (`amqp.node_order`). `name` is the connection name shown in the RabbitMQ management UI.
 pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, lapin::Error> {
     let mut last_err = None;
-    for uri in &settings.uri {
+    let order = node_indices(settings.uri.len(), settings.node_order, process_seed());
+    for uri in order.iter().map(|&i| &settings.uri[i]) {
         let mut parsed = match AMQPUri::from_str(uri.expose()) {
             Ok(u) => u,
             Err(e) => {
@@ -216,6 +262,30 @@ mod tests {
         let r = redact_uri("amqp://user:pa55@rabbit.internal:5672/%2f");
         assert!(!r.contains("pa55"));
         assert!(r.contains("rabbit.internal:5672"));
+    }
+
+    #[test]
+    fn listed_keeps_the_order_and_shuffle_spreads_the_first_node() {
+        assert_eq!(node_indices(3, NodeOrder::Listed, 42), vec![0, 1, 2]);
+        let mut first = [0usize; 3];
+        for seed in 0..3000u64 {
+            let mut order = node_indices(
+                3,
+                NodeOrder::Shuffle,
+                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            first[order[0]] += 1;
+            order.sort_unstable();
+            assert_eq!(order, vec![0, 1, 2], "a permutation of every node");
+        }
+        for (node, n) in first.iter().enumerate() {
+            assert!(
+                *n > 700,
+                "node {node} first in only {n} of 3000 orders: {first:?}"
+            );
+        }
+        assert_eq!(node_indices(1, NodeOrder::Shuffle, 7), vec![0]);
+        assert!(node_indices(0, NodeOrder::Shuffle, 7).is_empty());
     }
 
     #[test]

@@ -84,6 +84,9 @@ impl Contract for Chatwoot {
     fn basic_auth_challenge(&self) -> bool {
         false
     }
+    fn signs_body(&self) -> bool {
+        true
+    }
     fn routing_prefix(&self) -> Prefix {
         Prefix::Vendor
     }

@@ -91,6 +91,9 @@ impl Contract for Cometchat {
     fn basic_auth_challenge(&self) -> bool {
         true
     }
+    fn signs_body(&self) -> bool {
+        false
+    }
     fn routing_prefix(&self) -> Prefix {
         Prefix::Vendor
     }

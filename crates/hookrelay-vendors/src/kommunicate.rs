@@ -64,6 +64,9 @@ impl Contract for Kommunicate {
     fn basic_auth_challenge(&self) -> bool {
         true
     }
+    fn signs_body(&self) -> bool {
+        false
+    }
     fn routing_prefix(&self) -> Prefix {
         Prefix::Vendor
     }

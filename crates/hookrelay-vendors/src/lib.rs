@@ -252,6 +252,12 @@ pub trait Contract: Send + Sync + 'static {
     /// Whether a 401 for this vendor carries `WWW-Authenticate: Basic`.
     fn basic_auth_challenge(&self) -> bool;
 
+    /// Whether the credentials cover the body (a MAC over it). `false`: `verify` never
+    /// looks at the body, so the relay decides from the headers alone, before reading
+    /// it. `true`: `verify` can fail on the headers alone in every way but
+    /// [`AuthError::Mismatch`], which needs the body.
+    fn signs_body(&self) -> bool;
+
     /// What the routing key starts with: the vendor's name, or the source's (for a
     /// generic vendor that many unrelated senders share).
     fn routing_prefix(&self) -> Prefix;
@@ -367,6 +373,14 @@ impl Vendor {
             Prefix::Vendor => self.name(),
             Prefix::Source => source,
         }
+    }
+
+    /// Whether this vendor's credentials cover the body (a MAC over it). `false`:
+    /// [`Vendor::verify`] never looks at the body, so the relay decides from the headers
+    /// alone, before reading it. `true`: `verify` can fail on the headers alone in every
+    /// way but [`AuthError::Mismatch`], which needs the body.
+    pub fn signs_body(self) -> bool {
+        self.0.signs_body()
     }
 
     /// Check the credentials on the raw bytes, in constant time, before any parsing.

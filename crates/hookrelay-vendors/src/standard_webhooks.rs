@@ -159,6 +159,9 @@ impl Contract for StandardWebhooks {
     fn basic_auth_challenge(&self) -> bool {
         false
     }
+    fn signs_body(&self) -> bool {
+        true
+    }
     fn routing_prefix(&self) -> Prefix {
         Prefix::Source
     }
