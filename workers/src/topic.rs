@@ -25,7 +25,7 @@ impl Patterns {
             return Self::new(&["#".to_owned()]);
         }
         Self {
-            everything: keys.iter().any(|k| *k == "#"),
+            everything: keys.contains(&"#"),
             patterns: keys.iter().map(|k| words(k)).collect(),
         }
     }
