@@ -57,6 +57,10 @@ echo "building the fuzz targets (fuzz/)" >&2
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
   cargo build --manifest-path fuzz/Cargo.toml --bins
 
+# The contract tests' outside packages: the example consumers' (pika, cloudevents;
+# amqplib, cloudevents) and the official AsyncAPI validators, in target/examples-env.
+./scripts/examples-env.sh
+
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else

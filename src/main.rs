@@ -188,11 +188,16 @@ async fn main() -> ExitCode {
             }
         }
         Command::Spool { command, dir } => {
-            let v = match load(config) {
+            // Parsed, not validated: inspecting or draining a spool needs only the broker
+            // and spool keys, not (say) a retired relay's source credentials.
+            let v = match Settings::load(config) {
                 Ok(v) => v,
-                Err(code) => return code,
+                Err(e) => {
+                    eprintln!("invalid configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
             };
-            let dir = dir.unwrap_or_else(|| v.raw.spool.dir.clone());
+            let dir = dir.unwrap_or_else(|| v.spool.dir.clone());
             use hookrelay::spool_cli;
             let code = match command {
                 SpoolCommand::Status => spool_cli::status(&dir),
@@ -200,7 +205,7 @@ async fn main() -> ExitCode {
                 SpoolCommand::Export => spool_cli::export(&dir),
                 SpoolCommand::Quarantine => spool_cli::quarantine(&dir),
                 SpoolCommand::Drain => {
-                    hookrelay_common::logging::init(&v.raw.log);
+                    hookrelay_common::logging::init(&v.log);
                     spool_cli::drain(&v, &dir).await
                 }
             };

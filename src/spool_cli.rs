@@ -7,7 +7,7 @@
 
 use crate::broker::{Broker, Outgoing};
 use crate::metrics::Metrics;
-use crate::settings::Validated;
+use crate::settings::Settings;
 use crate::spool::record::{decode, measure, records, scan_raw};
 use crate::spool::store::{self, Mode};
 use crate::spool::{self, Spool, SpoolError, GROUPS};
@@ -342,7 +342,7 @@ pub fn quarantine(dir: &Path) -> i32 {
 
 /// `drain`: publish the directory's events to the configured broker with confirms,
 /// delete what was confirmed, exit when empty. Refuses while a relay holds the spool.
-pub async fn drain(settings: &Validated, dir: &Path) -> i32 {
+pub async fn drain(settings: &Settings, dir: &Path) -> i32 {
     let path = store::file_in(dir);
     if !path.exists() {
         println!("{}: no spool file, nothing to drain", dir.display());
@@ -362,8 +362,8 @@ pub async fn drain(settings: &Validated, dir: &Path) -> i32 {
     let total = spool.depth();
     let metrics = std::sync::Arc::new(Metrics::new());
     let broker = Broker::new(
-        settings.raw.amqp.clone(),
-        settings.raw.history.clone(),
+        settings.amqp.clone(),
+        settings.history.clone(),
         "hookrelay spool drain".into(),
         metrics.clone(),
     );
@@ -395,7 +395,7 @@ pub async fn drain(settings: &Validated, dir: &Path) -> i32 {
             &spool,
             &broker,
             &metrics,
-            settings.raw.spool.drain_inflight,
+            settings.spool.drain_inflight,
             &mut shutdown,
         );
         tokio::select! {
@@ -418,7 +418,7 @@ pub async fn drain(settings: &Validated, dir: &Path) -> i32 {
             "{}: drained {} event(s) to exchange {}",
             dir.display(),
             total,
-            settings.raw.amqp.exchange
+            settings.amqp.exchange
         );
     } else {
         eprintln!(

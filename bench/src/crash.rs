@@ -151,6 +151,8 @@ async fn spawn_relay(
         .env("HOOKRELAY__AMQP__CONNECT_TIMEOUT_MS", "300")
         .env("HOOKRELAY__DURABILITY__ACK", ack)
         .env("HOOKRELAY__LOG__LEVEL", "warn")
+        // No history stream: it would keep its disk on the broker after the run.
+        .env("HOOKRELAY__HISTORY__ENABLED", "false")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -413,6 +415,10 @@ pub async fn run(opts: &CrashOpts) -> Result<CrashReport> {
 
     let _ = ch
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let history = hookrelay_common::topology::history_name(&exchange);
+    let _ = ch
+        .queue_delete(history.as_str().into(), QueueDeleteOptions::default())
         .await;
     let unrouted = hookrelay_common::topology::unrouted_name(&exchange);
     let _ = ch

@@ -30,14 +30,6 @@ pub enum SpoolError {
     Dir { path: PathBuf, reason: String },
 }
 
-impl SpoolError {
-    /// True for errors that leave the store unusable until it is reopened (every store
-    /// error does in redb once it saw an I/O error, so all of them count).
-    pub fn is_fault(&self) -> bool {
-        matches!(self, SpoolError::Storage(_) | SpoolError::Damaged { .. })
-    }
-}
-
 /// A short, stable reason for an I/O error: what `/readyz` and the log say.
 pub fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind;

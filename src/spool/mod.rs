@@ -108,6 +108,9 @@ pub(crate) enum Cmd {
     /// Confirmed events; the sender (if any) hears once their deletion is committed.
     Confirmed(Vec<u64>, Option<oneshot::Sender<()>>),
     Close(oneshot::Sender<()>),
+    /// A read failed (the store, or what it holds, is damaged): treat it like a failed
+    /// write, so new events stop queueing behind a backlog nobody can read.
+    ReadFailed(String),
 }
 
 pub struct Spool {
@@ -308,10 +311,14 @@ impl Spool {
             return Err(self.shared.unavailable());
         };
         let read = || self.read_from(&db, after, limit);
-        match store::catch_store_panic(read) {
+        let result = match store::catch_store_panic(read) {
             Ok(r) => r,
             Err(panic) => Err(SpoolError::Storage(panic)),
+        };
+        if let Err(SpoolError::Storage(reason)) = &result {
+            let _ = self.send(Cmd::ReadFailed(reason.clone()));
         }
+        result
     }
 
     fn read_from(
@@ -351,10 +358,13 @@ impl Spool {
                 if seq < start || confirmed {
                     continue;
                 }
-                match decode(rec) {
-                    Some(msg) => out.push((seq, msg)),
-                    None => tracing::error!(seq, "undecodable spool record skipped"),
-                }
+                // Never skipped silently: an accepted event that cannot be read is
+                // damage the operator must see (the spool turns unhealthy, see
+                // `Cmd::ReadFailed`).
+                let msg = decode(rec).ok_or_else(|| {
+                    SpoolError::Storage(format!("damaged: record {seq} does not decode"))
+                })?;
+                out.push((seq, msg));
                 if out.len() >= limit {
                     return Ok(out);
                 }
@@ -439,6 +449,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn msg(i: u64) -> Outgoing {
         Outgoing {
@@ -519,7 +530,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_committed_removal_is_a_barrier_for_earlier_removals() {
         // The drainer sends confirmed seqs in batches without waiting, then ends its pass
-        // with `remove_committed` of whatever is left, possibly nothing. The next pass
+        // with `mark_confirmed_committed` of whatever is left, possibly nothing. The next pass
         // reads from the start: it must not see (and republish) the earlier batches.
         let dir = tmpdir("barrier");
         let spool = Spool::open(&dir, 1 << 26).unwrap();
@@ -672,6 +683,50 @@ mod tests {
             4,
             "seqs go on after it"
         );
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_at_run_time_turns_the_spool_unhealthy_instead_of_being_skipped() {
+        let dir = tmpdir("rundamage");
+        let spool = Spool::open(&dir, 1 << 26).unwrap();
+        spool.append(&msg(1)).await.unwrap();
+        {
+            // A group whose record is not an event, as damage on disk would leave it.
+            let db = spool.shared.db().unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(GROUPS).unwrap();
+                let mut group = Vec::new();
+                record::push_record(&mut group, b"not a record");
+                t.insert(2u64, group.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = spool.read_after(None, 10).unwrap_err();
+        assert!(err.to_string().contains("does not decode"), "{err}");
+        let mut health = spool.subscribe_health();
+        let reason = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let h = health.borrow_and_update().clone();
+                if h.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("damaged:"))
+                {
+                    return h;
+                }
+                health.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the reopen finds the damage and says so");
+        assert!(!reason.writable && !reason.readable, "{reason:?}");
+        assert!(!spool.is_healthy());
+        assert!(matches!(
+            spool.append(&msg(3)).await,
+            Err(SpoolError::Unavailable(_))
+        ));
+        assert!(spool.errors() >= 2, "the failed read and the failed reopen");
         spool.close().await;
     }
 

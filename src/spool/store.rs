@@ -85,7 +85,12 @@ pub fn check_dir(dir: &Path) -> Result<(), SpoolError> {
         }
         Err(e) => return Err(bad(io_reason(&e))),
     }
-    probe_file(dir, 0).map_err(|e| bad(format!("is not writable: {}", io_reason(&e))))
+    probe_file(dir, 0).map_err(|e| {
+        bad(format!(
+            "is not writable: {}; give the relay's user write access to it, or point spool.dir elsewhere",
+            io_reason(&e)
+        ))
+    })
 }
 
 /// Writes (and fsyncs, then removes) a file of `size` bytes in `dir`: does the file

@@ -171,6 +171,7 @@ impl Writer {
         let mut appends = Vec::new();
         let mut closes = Vec::new();
         let mut confirmed_acks = Vec::new();
+        let mut read_failed = None;
         for cmd in batch {
             match cmd {
                 Cmd::Append(rec, reply) => appends.push((rec, reply)),
@@ -179,6 +180,13 @@ impl Writer {
                     confirmed_acks.extend(ack);
                 }
                 Cmd::Close(reply) => closes.push(reply),
+                Cmd::ReadFailed(reason) => read_failed = Some(reason),
+            }
+        }
+        if let Some(reason) = read_failed {
+            // Only while the store is open: once closed, the failure is known already.
+            if self.db.is_some() {
+                self.fail(format!("read failed: {reason}"));
             }
         }
         if let Some(fault) = &mut self.fault {
@@ -195,6 +203,11 @@ impl Writer {
                 let freed: u64 = self.drops.iter().map(|(_, b)| b).sum();
                 match self.write(&[], !closes.is_empty()) {
                     Ok(()) => {
+                        // Only this thread changes `bytes` (appends are refused here).
+                        let b = self.shared.bytes.load(Ordering::Relaxed);
+                        self.shared
+                            .bytes
+                            .store(b.saturating_sub(freed), Ordering::Relaxed);
                         if let Some(f) = &mut self.fault {
                             f.freed += freed;
                         }
@@ -397,7 +410,22 @@ impl Writer {
                 }
                 Err(e) => {
                     self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, "spool reopen failed; retrying");
+                    if let SpoolError::Damaged { reason, .. } = &e {
+                        // Damage does not go away by itself: say so once, and report it.
+                        let why = format!("damaged: {reason}");
+                        if self.fault.as_ref().is_some_and(|f| f.reason != why) {
+                            tracing::error!(
+                                error = %e,
+                                "the spool cannot be reopened: stop the relay, then `hookrelay spool export` and `hookrelay spool quarantine`"
+                            );
+                            if let Some(f) = &mut self.fault {
+                                f.reason = why.clone();
+                            }
+                            self.publish_health(false, false, Some(why));
+                        }
+                    } else {
+                        tracing::debug!(error = %e, "spool reopen failed; retrying");
+                    }
                     self.backoff();
                     return;
                 }

@@ -1,8 +1,31 @@
 //! Every shared fixture, posted with real credentials, arrives once on the exchange with
-//! the right routing key, AMQP properties, envelope and byte-exact `data.raw`.
+//! the right routing key, AMQP properties, envelope (valid against docs/event.schema.json)
+//! and byte-exact `data.raw`.
 
 use crate::helpers::*;
 use serde_json::Value;
+use std::sync::OnceLock;
+
+/// docs/event.schema.json, compiled once, formats (`date-time`, `uuid`) checked too.
+fn event_schema() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/event.schema.json");
+        let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("docs/event.schema.json compiles")
+    })
+}
+
+/// Every way `ev` breaks the committed event schema, as readable lines.
+pub fn schema_errors(ev: &Value) -> Vec<String> {
+    event_schema()
+        .iter_errors(ev)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
 
 async fn relay_vendor_fixtures(vendor: &str) {
     let cfg = TestConfig::new(vendor);
@@ -30,6 +53,16 @@ async fn relay_vendor_fixtures(vendor: &str) {
         let d = tap.next().await;
         assert_eq!(d.routing_key.as_str(), expected_rk, "{file}");
         let ev = body_json(&d);
+        let errors = schema_errors(&ev);
+        assert!(
+            errors.is_empty(),
+            "{file} vs docs/event.schema.json: {errors:#?}"
+        );
+        // The schema does catch what the relay must never send (ids as numbers, no raw).
+        let mut broken = ev.clone();
+        broken["id"] = Value::from(7);
+        broken["data"].as_object_mut().unwrap().remove("raw");
+        assert_eq!(schema_errors(&broken).len(), 2, "{file}: {broken}");
         let id = ev["id"].as_str().unwrap().to_owned();
         if expected_rk == "cometchat.message.before_send" {
             assert_eq!(answer, serde_json::json!({}), "before_message answers {{}}");

@@ -5,6 +5,7 @@ mod helpers;
 mod proxy;
 
 mod chain;
+mod consumers;
 mod durability;
 mod errors;
 mod fixtures;

@@ -45,10 +45,11 @@ impl Tmpfs {
             Ok(o) if o.status.success() => Some(Self { path }),
             other => {
                 let _ = std::fs::remove_dir(&path);
-                eprintln!(
-                    "SKIPPED: {tag}: cannot mount a {size} tmpfs (needs root; CI runs as root): {:?}",
+                let why = format!(
+                    "{tag}: cannot mount a {size} tmpfs (needs root; CI runs as root): {:?}",
                     other.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
                 );
+                skip_or_fail(&why);
                 None
             }
         }
@@ -59,6 +60,16 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A test that cannot run here fails, unless `HOOKRELAY_TESTS_ALLOW_SKIP=1` says that
+/// skipping is fine on this machine; then it says so loudly on stderr.
+pub(crate) fn skip_or_fail(why: &str) {
+    if std::env::var_os("HOOKRELAY_TESTS_ALLOW_SKIP").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED: {why}");
+    } else {
+        panic!("{why} (set HOOKRELAY_TESTS_ALLOW_SKIP=1 to skip this test instead)");
     }
 }
 
@@ -342,6 +353,7 @@ async fn disk_full_then_broker_back(mode: &str) {
     assert_eq!(ready["spool"]["error"], Value::Null, "{ready}");
     assert_eq!(metric(&relay.base, "hookrelay_spool_healthy").await, 1.0);
     assert_eq!(metric(&relay.base, "hookrelay_spool_depth").await, 0.0);
+    assert_eq!(metric(&relay.base, "hookrelay_spool_bytes").await, 0.0);
     // Healthy again: a new event while the broker is away is spooled (200) again.
     proxy.cut();
     await_ready(&relay.base, Duration::from_secs(10), |_, v| {
@@ -452,4 +464,102 @@ async fn a_full_disk_recovers_when_space_is_freed_broker_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_recovers_when_space_is_freed_spool_mode() {
     disk_full_then_space_freed("spool").await;
+}
+
+/// The spool's disk is full (filled by something else) and stays full, the broker is
+/// up: new events are published directly, answered 200, and `/readyz` says `degraded`
+/// with the spool's reason, instead of refusing everything for a disk problem.
+async fn failed_spool_with_the_broker_up(mode: &str) {
+    let Some(fs) = Tmpfs::mount("spool-direct", "4m", "") else {
+        return;
+    };
+    let spool_dir = fs.path.join("spool");
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    let proxy = Proxy::start(broker_addr()).await;
+    let cfg = outage_config("direct", mode, &proxy.uri(), &spool_dir);
+    let mut tap = Tap::new(&cfg.exchange, "#").await;
+    let relay = Relay::start(&cfg);
+    // Fill the disk to the last byte once the relay's store exists.
+    let filler = fs.path.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    while std::io::Write::write_all(&mut f, &[7u8]).is_ok() {}
+    drop(f);
+    let client = reqwest::Client::new();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let mut accepted = Vec::new();
+    let mut n = 0;
+    if mode == "broker" {
+        // Broker mode only writes to the spool while the broker is away.
+        proxy.cut();
+        await_ready(&relay.base, Duration::from_secs(10), |_, v| {
+            v["broker"] == "disconnected"
+        })
+        .await;
+        let mut refused = 0;
+        while refused == 0 {
+            match post(&client, &relay.base, k_body(&tag, n, 20_000)).await {
+                (200, Some(id)) => accepted.push(id),
+                (503, _) => refused += 1,
+                (s, _) => panic!("unexpected {s}"),
+            }
+            n += 1;
+            assert!(n < 500, "the full disk never refused");
+        }
+        proxy.restore();
+        await_ready(&relay.base, Duration::from_secs(15), |_, v| {
+            v["broker"] == "connected"
+        })
+        .await;
+    }
+    let spooled_before = metric(&relay.base, "hookrelay_events_spooled_total").await;
+    for _ in 0..30 {
+        let (s, id) = post(&client, &relay.base, k_body(&tag, n, 20_000)).await;
+        assert_eq!(s, 200, "the broker takes it while the spool cannot");
+        accepted.push(id.unwrap());
+        n += 1;
+    }
+    let (status, ready) = get_json(&relay.base, "/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["spool"]["healthy"], false, "{ready}");
+    assert!(
+        ready["spool"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("disk full"),
+        "{ready}"
+    );
+    assert_eq!(metric(&relay.base, "hookrelay_spool_healthy").await, 0.0);
+    assert_eq!(
+        metric(&relay.base, "hookrelay_events_spooled_total").await,
+        spooled_before,
+        "published directly, not spooled"
+    );
+    let want: HashSet<String> = accepted.iter().cloned().collect();
+    receive_all(&mut tap, &want, Duration::from_secs(30)).await;
+    assert_eq!(
+        relay.lines_with("spool write failed"),
+        1,
+        "one line, not one per request"
+    );
+    // Room again: the spool heals by itself.
+    std::fs::remove_file(&filler).unwrap();
+    await_ready(&relay.base, Duration::from_secs(30), |s, v| {
+        s == 200 && v["status"] == "ok" && v["spool"]["healthy"] == true
+    })
+    .await;
+    relay.stop();
+    drop(fs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_spool_with_the_broker_up_publishes_directly_broker_mode() {
+    failed_spool_with_the_broker_up("broker").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_spool_with_the_broker_up_publishes_directly_spool_mode() {
+    failed_spool_with_the_broker_up("spool").await;
 }

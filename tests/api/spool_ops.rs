@@ -4,7 +4,8 @@
 
 use crate::helpers::*;
 use crate::spool_faults::{
-    get_json, k_body, outage_config, post, receive_all, relay_cmd, temp_dir, Relay, Tmpfs,
+    get_json, k_body, outage_config, post, receive_all, relay_cmd, skip_or_fail, temp_dir, Relay,
+    Tmpfs,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -197,21 +198,19 @@ async fn an_unreadable_file_a_missing_or_unwritable_spool_dir_are_refused() {
     assert_refused(&out, &["spool.dir", missing.to_str().unwrap(), "mkdir -p"]);
     assert!(!missing.exists(), "not created behind the operator's back");
 
-    // A read-only file system (as root).
-    match Tmpfs::mount("spool-ro", "1m", "ro") {
-        Some(fs) => {
-            let cfg = dead_config("rofs", &fs.path);
-            let out = serve_to_exit(&cfg, None);
-            assert_refused(&out, &["spool.dir", "not writable", "read-only"]);
-        }
-        None => eprintln!("SKIPPED: the read-only spool.dir case (cannot mount)"),
+    // A read-only file system (as root). Without a mount, Tmpfs::mount failed the test
+    // or said SKIPPED.
+    if let Some(fs) = Tmpfs::mount("spool-ro", "1m", "ro") {
+        let cfg = dead_config("rofs", &fs.path);
+        let out = serve_to_exit(&cfg, None);
+        assert_refused(&out, &["spool.dir", "not writable", "read-only"]);
     }
 
     let root = nix_id("-u") == 0;
     let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
     if !(root && setpriv) {
-        eprintln!(
-            "SKIPPED: unreadable spool file / unwritable spool.dir as another user: needs root and setpriv (util-linux)"
+        skip_or_fail(
+            "unreadable spool file / unwritable spool.dir as another user: needs root and setpriv (util-linux)",
         );
         return;
     }
@@ -280,6 +279,21 @@ async fn spool_commands_status_verify_export_drain_quarantine() {
         "{status}"
     );
     assert_eq!(status["error"], Value::Null);
+
+    // Only the broker and spool keys matter: a configuration `serve` would refuse (demo
+    // credentials on a public bind) still inspects its spool.
+    let out = relay_cmd(&cfg.env)
+        .env("HOOKRELAY__SERVER__BIND", "0.0.0.0:8080")
+        .args(["spool", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(&out)[0]["depth"], 12);
 
     let out = spool_cmd(&cfg, &["verify", "--dir", d]);
     assert_eq!(

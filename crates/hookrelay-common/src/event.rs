@@ -1,6 +1,8 @@
 //! The event on the wire: a CloudEvents 1.0 structured-JSON envelope whose `data` is
 //! the normalized object plus the vendor's payload, byte for byte, under `raw`.
 
+#[cfg(feature = "schema")]
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -12,43 +14,83 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// AMQP `app_id` of every event message.
 pub const APP_ID: &str = "hookrelay";
 
-/// The envelope. Serialized by the relay, deserialized by workers.
+/// A hookrelay event: one accepted webhook as a CloudEvents 1.0 structured-JSON object
+/// (the AMQP message body). Serialized by the relay, deserialized by workers; the JSON
+/// Schema in `docs/event.schema.json` is generated from these types (feature `schema`).
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "hookrelay event"))]
 pub struct CloudEvent {
+    /// CloudEvents version, always `1.0`.
+    #[cfg_attr(feature = "schema", schemars(extend("const" = "1.0")))]
     pub specversion: String,
+    /// Deterministic event id (a UUID v5 of the source, the vendor's event name and the
+    /// vendor's delivery id): a vendor's retry of the same delivery has the same id.
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "uuid")))]
     pub id: String,
+    /// `/webhooks/<source>`, the relay path the webhook came in on.
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = "^/webhooks/[^/]+$")))]
     pub source: String,
+    /// The routing key, `<vendor>.<event>` (`<source>.<type>` for `standard-webhooks`).
     #[serde(rename = "type")]
     pub ty: String,
+    /// The conversation id, when the event belongs to a conversation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// When it happened (RFC 3339, UTC): from the payload, else the receipt time.
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub time: String,
+    /// Media type of `data`, always `application/json`.
+    #[cfg_attr(feature = "schema", schemars(extend("const" = "application/json")))]
     pub datacontenttype: String,
+    /// CloudEvents extension attribute: the vendor that sent the webhook.
     pub vendor: String,
     pub data: EventData,
 }
 
 /// `data`: what every consumer can rely on, whatever the vendor.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct EventData {
+    /// The vendor that sent the webhook (same as the envelope's `vendor`).
     pub vendor: String,
+    /// The configured source name (the `{source}` of `/webhooks/{source}`).
     pub source: String,
     /// Normalized event, e.g. `message.created` or `unmapped.call_ended`.
     pub event: String,
     /// The vendor's own name for it, e.g. `message_created`.
     pub vendor_event: String,
+    /// When the relay received the webhook (RFC 3339, UTC).
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub received_at: String,
+    /// The message, on message events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
+    /// The conversation, on conversation events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<Conversation>,
+    /// The contact, on contact events (and Chatwoot message events from a contact).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<Contact>,
-    /// The vendor's JSON exactly as received (not re-serialized).
+    /// The vendor's JSON body exactly as received, byte for byte (not re-serialized).
+    /// Always an object: the relay refuses any other body.
+    #[cfg_attr(feature = "schema", schemars(schema_with = "raw_schema"))]
     pub raw: Box<RawValue>,
 }
 
+/// `data.raw`: any JSON object (the vendor's own payload).
+#[cfg(feature = "schema")]
+fn raw_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "The vendor's JSON body exactly as received, byte for byte (not re-serialized). Always an object: the relay refuses any other body."
+    })
+}
+
+/// Whether a message came from the contact (`incoming`) or from the business side
+/// (`outgoing`: an agent, a bot); `unknown` when the vendor does not say.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Incoming,
@@ -57,15 +99,21 @@ pub enum Direction {
     Unknown,
 }
 
+/// A chat message, normalized. Absent fields are ones the vendor did not send.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct Message {
+    /// The vendor's message id (always a string, whatever the vendor sends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The message text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(default)]
     pub direction: Direction,
+    /// When the message was sent (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub created_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<Party>,
@@ -73,14 +121,17 @@ pub struct Message {
     pub recipient: Option<Recipient>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<ConversationRef>,
+    /// Files attached to the message; empty when there are none.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// Vendor-specific extras (for example Chatwoot's `inbox_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
 }
 
 /// Who sent a message. `kind` is the vendor's word: `contact`, `user`, `agent_bot`, ...
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct Party {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -94,6 +145,7 @@ pub struct Party {
 
 /// Who a message is for: a user or a group.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct Recipient {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -101,7 +153,9 @@ pub struct Recipient {
     pub kind: Option<String>,
 }
 
+/// The conversation a message belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct ConversationRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -109,7 +163,9 @@ pub struct ConversationRef {
     pub name: Option<String>,
 }
 
+/// A file attached to a message.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct Attachment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -117,6 +173,7 @@ pub struct Attachment {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// Size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +183,7 @@ pub struct Attachment {
 /// Conversation events: the id and status every vendor has, plus vendor-specific
 /// normalized extras (assignee, team, inbox, ...) flattened beside them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct Conversation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -135,7 +193,9 @@ pub struct Conversation {
     pub extra: Map<String, Value>,
 }
 
+/// A contact (the customer side of a conversation).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct Contact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,

@@ -84,6 +84,12 @@ impl Contract for Chatwoot {
     fn basic_auth_challenge(&self) -> bool {
         false
     }
+    fn events(&self) -> &'static [(&'static str, &'static str)] {
+        EVENTS
+    }
+    fn event_patterns(&self) -> &'static [(&'static str, &'static str)] {
+        &[("<event>", "unmapped.<event>")]
+    }
     fn signs_body(&self) -> bool {
         true
     }
@@ -409,34 +415,38 @@ pub fn normalize(
     Ok(n)
 }
 
+/// The event mapping, `(Chatwoot event, normalized event)`; anything else is
+/// `unmapped.<event>`. `message_updated` has two rows: it is how Chatwoot also reports a
+/// deletion (`content_attributes.deleted: true`).
+pub const EVENTS: &[(&str, &str)] = &[
+    ("message_created", "message.created"),
+    ("message_updated", "message.updated"),
+    ("message_updated", "message.deleted"),
+    ("conversation_created", "conversation.created"),
+    ("conversation_updated", "conversation.updated"),
+    ("conversation_status_changed", "conversation.status_changed"),
+    ("conversation_opened", "conversation.status_changed"),
+    ("conversation_resolved", "conversation.status_changed"),
+    ("contact_created", "contact.created"),
+    ("contact_updated", "contact.updated"),
+    ("webwidget_triggered", "widget.triggered"),
+    ("conversation_typing_on", "typing.started"),
+    ("conversation_typing_off", "typing.stopped"),
+    ("inbox_created", "inbox.created"),
+    ("inbox_updated", "inbox.updated"),
+];
+
 fn map_event(vendor_event: &str, root: &Object) -> String {
-    let mapped = match vendor_event {
-        "message_created" => "message.created",
-        "message_updated" => {
-            // That is how Chatwoot reports a deletion.
-            let deleted = util::get_path(root, &["content_attributes", "deleted"])
-                == Some(&Value::Bool(true));
-            if deleted {
-                "message.deleted"
-            } else {
-                "message.updated"
-            }
-        }
-        "conversation_created" => "conversation.created",
-        "conversation_updated" => "conversation.updated",
-        "conversation_status_changed" | "conversation_opened" | "conversation_resolved" => {
-            "conversation.status_changed"
-        }
-        "contact_created" => "contact.created",
-        "contact_updated" => "contact.updated",
-        "webwidget_triggered" => "widget.triggered",
-        "conversation_typing_on" => "typing.started",
-        "conversation_typing_off" => "typing.stopped",
-        "inbox_created" => "inbox.created",
-        "inbox_updated" => "inbox.updated",
-        other => return unmapped_event(other),
-    };
-    mapped.to_owned()
+    let deleted = vendor_event == "message_updated"
+        && util::get_path(root, &["content_attributes", "deleted"]) == Some(&Value::Bool(true));
+    let wanted = |event: &str| !deleted || event == "message.deleted";
+    match EVENTS
+        .iter()
+        .find(|(name, event)| *name == vendor_event && wanted(event))
+    {
+        Some((_, event)) => (*event).to_owned(),
+        None => unmapped_event(vendor_event),
+    }
 }
 
 /// The update time of an `*_updated` payload: its own `updated_at` (conversations: float

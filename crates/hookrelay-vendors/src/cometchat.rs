@@ -91,6 +91,12 @@ impl Contract for Cometchat {
     fn basic_auth_challenge(&self) -> bool {
         true
     }
+    fn events(&self) -> &'static [(&'static str, &'static str)] {
+        EVENTS
+    }
+    fn event_patterns(&self) -> &'static [(&'static str, &'static str)] {
+        &[GROUP_PATTERN, ("<trigger>", "unmapped.<trigger>")]
+    }
     fn signs_body(&self) -> bool {
         false
     }
@@ -246,38 +252,73 @@ enum Shape {
     Other,
 }
 
+/// The event mapping, `(CometChat trigger, normalized event)`. Any other `group_<verb>`
+/// whose verb is a safe routing-key word becomes `group.<verb>` too ([`GROUP_PATTERN`]);
+/// everything else (`call_*`, `meeting_*`, connection events, ...) is
+/// `unmapped.<trigger>`.
+pub const EVENTS: &[(&str, &str)] = &[
+    ("message_sent", "message.created"),
+    ("after_message", "message.created"),
+    ("message_edited", "message.updated"),
+    ("message_deleted", "message.deleted"),
+    ("before_message", "message.before_send"),
+    ("message_delivery_receipt", "message.delivered"),
+    ("message_delivered_to_all", "message.delivered"),
+    ("message_read_receipt", "message.read"),
+    ("message_read_by_all", "message.read"),
+    ("message_reaction_added", "reaction.added"),
+    ("message_reaction_removed", "reaction.removed"),
+    ("user_mentioned", "user.mentioned"),
+    ("group_created", "group.created"),
+    ("group_updated", "group.updated"),
+    ("group_deleted", "group.deleted"),
+    ("group_member_added", "group.member_added"),
+    ("group_member_removed", "group.member_removed"),
+    ("group_member_kicked", "group.member_kicked"),
+    ("group_member_banned", "group.member_banned"),
+    ("group_member_unbanned", "group.member_unbanned"),
+    ("group_member_joined", "group.member_joined"),
+    ("group_member_left", "group.member_left"),
+    ("group_member_scope_changed", "group.member_scope_changed"),
+    ("group_owner_transferred", "group.owner_transferred"),
+];
+
+/// `(trigger pattern, event pattern)`: a group trigger not in [`EVENTS`].
+pub const GROUP_PATTERN: (&str, &str) = ("group_<verb>", "group.<verb>");
+
 fn classify(trigger: &str) -> (Option<String>, Shape) {
-    let (event, shape) = match trigger {
-        "message_sent" | "after_message" => ("message.created", Shape::Message),
-        "message_edited" => ("message.updated", Shape::Action),
-        "message_deleted" => ("message.deleted", Shape::Action),
-        "before_message" => ("message.before_send", Shape::BeforeSend),
-        "message_delivery_receipt" | "message_delivered_to_all" => {
-            ("message.delivered", Shape::Receipt)
-        }
-        "message_read_receipt" | "message_read_by_all" => ("message.read", Shape::Receipt),
-        "message_reaction_added" => ("reaction.added", Shape::Reaction),
-        "message_reaction_removed" => ("reaction.removed", Shape::Reaction),
-        "user_mentioned" => ("user.mentioned", Shape::Message),
-        "user_connection_status_changed" | "after_connection_status_changed" => {
-            return (None, Shape::Connection)
-        }
-        t => {
-            // `group_member_joined` → `group.member_joined`, if the rest is a safe
-            // routing-key word (it must never add a level).
-            if let Some(rest) = t.strip_prefix("group_") {
-                let safe = !rest.is_empty()
+    if matches!(
+        trigger,
+        "user_connection_status_changed" | "after_connection_status_changed"
+    ) {
+        return (None, Shape::Connection);
+    }
+    let event = match EVENTS.iter().find(|(t, _)| *t == trigger) {
+        Some((_, event)) => (*event).to_owned(),
+        // `group_member_joined` → `group.member_joined`, if the rest is a safe
+        // routing-key word (it must never add a level).
+        None => match trigger.strip_prefix("group_") {
+            Some(rest)
+                if !rest.is_empty()
                     && rest
                         .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-                if safe {
-                    return (Some(format!("group.{rest}")), Shape::Group);
-                }
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+            {
+                format!("group.{rest}")
             }
-            return (None, Shape::Other);
-        }
+            _ => return (None, Shape::Other),
+        },
     };
-    (Some(event.to_owned()), shape)
+    let shape = match event.as_str() {
+        "message.created" | "user.mentioned" => Shape::Message,
+        "message.updated" | "message.deleted" => Shape::Action,
+        "message.before_send" => Shape::BeforeSend,
+        "message.delivered" | "message.read" => Shape::Receipt,
+        e if e.starts_with("reaction.") => Shape::Reaction,
+        e if e.starts_with("group.") => Shape::Group,
+        _ => Shape::Other,
+    };
+    (Some(event), shape)
 }
 
 /// `trigger` (a string) and `data` (an object) are required.

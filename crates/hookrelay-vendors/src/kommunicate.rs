@@ -64,6 +64,12 @@ impl Contract for Kommunicate {
     fn basic_auth_challenge(&self) -> bool {
         true
     }
+    fn events(&self) -> &'static [(&'static str, &'static str)] {
+        EVENTS
+    }
+    fn event_patterns(&self) -> &'static [(&'static str, &'static str)] {
+        &[("<eventName>", "unmapped.<eventname>")]
+    }
     fn signs_body(&self) -> bool {
         false
     }
@@ -111,6 +117,10 @@ pub const AUTH_HEADER: &str = "Authentication";
 
 /// The vendor event name of an ordinary message webhook (the payload has none).
 pub const VENDOR_EVENT: &str = "message";
+
+/// The event mapping, `(vendor event, normalized event)`: every ordinary webhook is a new
+/// message. A Custom Bot payload (`eventName`) is `unmapped.<eventname>`.
+pub const EVENTS: &[(&str, &str)] = &[(VENDOR_EVENT, "message.created")];
 
 /// `Authentication` must be exactly `Basic <base64(token)>`, compared as a whole in
 /// constant time. `Authorization` alone counts as missing; bare base64 does not match.
@@ -164,7 +174,7 @@ pub fn normalize(
 
     let (event, vendor_event) = match util::get_str(&root, "eventName").filter(|s| !s.is_empty()) {
         Some(name) => (unmapped_event(name), name.to_owned()),
-        None => ("message.created".to_owned(), VENDOR_EVENT.to_owned()),
+        None => (EVENTS[0].1.to_owned(), VENDOR_EVENT.to_owned()),
     };
 
     let group_id = util::get_id(&root, "groupId");

@@ -249,6 +249,12 @@ pub trait Contract: Send + Sync + 'static {
     /// the headers without credentials.
     fn sign(&self, creds: &Credentials, body: &[u8], now: OffsetDateTime) -> Vec<(String, String)>;
 
+    /// The event mapping, `(vendor event, normalized event)` (see [`Vendor::events`]).
+    fn events(&self) -> &'static [(&'static str, &'static str)];
+
+    /// The patterns outside [`Contract::events`] (see [`Vendor::event_patterns`]).
+    fn event_patterns(&self) -> &'static [(&'static str, &'static str)];
+
     /// Whether a 401 for this vendor carries `WWW-Authenticate: Basic`.
     fn basic_auth_challenge(&self) -> bool;
 
@@ -343,6 +349,21 @@ impl Vendor {
     /// The name used in config, routing keys and the `vendor` attribute.
     pub fn name(self) -> &'static str {
         self.0.name()
+    }
+
+    /// The vendor's event mapping, `(vendor event, normalized event)`: every routing key
+    /// `<vendor>.<event>` it produces besides its [`Vendor::event_patterns`].
+    /// `docs/asyncapi.yaml` is generated from these two (crates/hookrelay-contract). A
+    /// vendor whose keys start with the source name instead (`<source>.<type>`) has none.
+    pub fn events(self) -> &'static [(&'static str, &'static str)] {
+        self.0.events()
+    }
+
+    /// The events outside [`Vendor::events`], as `(vendor event, normalized event)`
+    /// patterns with the variable part in `<>`: the unmapped rule of
+    /// `hookrelay_common::routing::unmapped_event`, and CometChat's other group triggers.
+    pub fn event_patterns(self) -> &'static [(&'static str, &'static str)] {
+        self.0.event_patterns()
     }
 
     /// Whether a 401 for this vendor carries `WWW-Authenticate: Basic`.

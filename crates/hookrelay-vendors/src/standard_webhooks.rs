@@ -159,6 +159,13 @@ impl Contract for StandardWebhooks {
     fn basic_auth_challenge(&self) -> bool {
         false
     }
+    /// None: its routing keys start with the source's name (`<source>.<type>`).
+    fn events(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn event_patterns(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     fn signs_body(&self) -> bool {
         true
     }
