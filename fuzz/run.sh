@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Long fuzzing, outside CI: seeds the corpora, then runs every target in turn for
-# SECONDS each (default 300) on one core, keeping the grown corpus in fuzz/corpus/ and
+# Long fuzzing, outside CI: seeds the corpus, then runs the target (one for every vendor
+# of the registry) for SECONDS (default 300) on one core, keeping the grown corpus in fuzz/corpus/ and
 # any crash in fuzz/artifacts/<target>/. Needs a nightly toolchain and cargo-fuzz
 # (`cargo install cargo-fuzz`). Usage: fuzz/run.sh [SECONDS] [TARGET...]
 set -euo pipefail
@@ -9,7 +9,7 @@ secs=${1:-300}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(webhook_kommunicate webhook_chatwoot webhook_cometchat)
+  targets=(webhook)
 fi
 ./seed.sh
 for t in "${targets[@]}"; do

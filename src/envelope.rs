@@ -16,14 +16,31 @@ const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_4c2a_8b3e_4f0a_9c57_2e1d_0b8a_
 
 /// Deterministic: the same source, vendor event and vendor id always give the same id
 /// (so a vendor's retry dedupes), and different ones never collide (SHA-1 name UUID).
-pub fn event_id(source: &str, vendor_event: &str, dedup_key: &str) -> String {
-    let mut name = Vec::with_capacity(source.len() + vendor_event.len() + dedup_key.len() + 2);
+/// `vendor_event` is `None` for a vendor whose delivery ids are unique per source on
+/// their own (the id is then of the source and the delivery id only).
+pub fn event_id(source: &str, vendor_event: Option<&str>, dedup_key: &str) -> String {
+    let event = vendor_event.unwrap_or("");
+    let mut name = Vec::with_capacity(source.len() + event.len() + dedup_key.len() + 2);
     name.extend_from_slice(source.as_bytes());
     name.push(0x1f);
-    name.extend_from_slice(vendor_event.as_bytes());
-    name.push(0x1f);
+    if let Some(event) = vendor_event {
+        name.extend_from_slice(event.as_bytes());
+        name.push(0x1f);
+    }
     name.extend_from_slice(dedup_key.as_bytes());
     Uuid::new_v5(&ID_NAMESPACE, &name).to_string()
+}
+
+/// Why an envelope could not be built. Never the sender's fault (normalization already
+/// accepted the body), so the endpoint answers 500.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the body is not UTF-8")]
+    NotUtf8,
+    #[error("the envelope could not be serialized: {0}")]
+    Serialize(String),
+    #[error("the serialized envelope does not end in `data.raw` (field order changed?)")]
+    Layout,
 }
 
 /// Build the AMQP message. `body` must already have passed normalization (valid JSON
@@ -33,14 +50,18 @@ pub fn build(
     normalized: Normalized,
     body: &[u8],
     now: OffsetDateTime,
-) -> Result<Outgoing, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
+) -> Result<Outgoing, EnvelopeError> {
+    let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotUtf8)?;
     let raw_text = text.trim_matches([' ', '\t', '\n', '\r']);
     let vendor = source.vendor.name();
-    let ty = routing_key(vendor, &normalized.event);
+    let ty = routing_key(
+        source.vendor.routing_prefix(&source.name),
+        &normalized.event,
+    );
+    let names_event = source.vendor.contract().id_names_vendor_event();
     let id = event_id(
         &source.name,
-        &normalized.vendor_event,
+        names_event.then_some(normalized.vendor_event.as_str()),
         &normalized.dedup_key,
     );
     let time = normalized.time.unwrap_or(now);
@@ -67,14 +88,16 @@ pub fn build(
         },
     };
     // `raw` is the last field of `data`, itself the last field of the envelope, so the
-    // serialization ends in `null}}`. Splice the vendor's bytes in there instead of
-    // parsing them a second time: normalization already parsed this exact text as a
-    // JSON object (the only way to get a `Normalized`), so the result is valid JSON.
+    // serialization ends in `null}}` (a checked fact: the test
+    // `the_envelope_ends_in_data_raw` fails when the field order changes, and so does
+    // this check, as a 500). Splice the vendor's bytes in there instead of parsing them
+    // a second time: normalization already parsed this exact text as a JSON object (the
+    // only way to get a `Normalized`), so the result is valid JSON.
     let mut body = Vec::with_capacity(raw_text.len() + 1024);
-    serde_json::to_writer(&mut body, &ev).map_err(|e| e.to_string())?;
+    serde_json::to_writer(&mut body, &ev).map_err(|e| EnvelopeError::Serialize(e.to_string()))?;
     const TAIL: &[u8] = b"null}}";
     if !body.ends_with(TAIL) {
-        return Err("internal: unexpected envelope layout".to_owned());
+        return Err(EnvelopeError::Layout);
     }
     body.truncate(body.len() - TAIL.len());
     body.extend_from_slice(raw_text.as_bytes());
@@ -126,10 +149,45 @@ mod tests {
 
     #[test]
     fn ids_are_deterministic_and_distinct() {
-        let a = event_id("chatwoot", "message_created", "k1");
-        assert_eq!(a, event_id("chatwoot", "message_created", "k1"));
-        assert_ne!(a, event_id("chatwoot", "message_updated", "k1"));
-        assert_ne!(a, event_id("chatwoot2", "message_created", "k1"));
-        assert_ne!(a, event_id("chatwoot", "message_created", "k2"));
+        let a = event_id("chatwoot", Some("message_created"), "k1");
+        assert_eq!(a, event_id("chatwoot", Some("message_created"), "k1"));
+        assert_ne!(a, event_id("chatwoot", Some("message_updated"), "k1"));
+        assert_ne!(a, event_id("chatwoot2", Some("message_created"), "k1"));
+        assert_ne!(a, event_id("chatwoot", Some("message_created"), "k2"));
+        let b = event_id("billing", None, "msg_1");
+        assert_eq!(b, event_id("billing", None, "msg_1"));
+        assert_ne!(b, event_id("billing", Some(""), "msg_1"));
+        assert_ne!(b, event_id("other", None, "msg_1"));
+    }
+
+    /// The splice in `build` relies on `raw` being the last field of `data` and `data`
+    /// the last of the event, whichever optional fields are present.
+    #[test]
+    fn the_envelope_ends_in_data_raw() {
+        use hookrelay_common::event::{Contact, Conversation, Message};
+        let marker = RawValue::from_string(r#"{"marker":1}"#.to_owned()).unwrap();
+        let ev = CloudEvent {
+            specversion: "1.0".into(),
+            id: "i".into(),
+            source: "/webhooks/s".into(),
+            ty: "t".into(),
+            subject: Some("s".into()),
+            time: "2026-10-14T09:21:37Z".into(),
+            datacontenttype: "application/json".into(),
+            vendor: "v".into(),
+            data: EventData {
+                vendor: "v".into(),
+                source: "s".into(),
+                event: "e".into(),
+                vendor_event: "e".into(),
+                received_at: "2026-10-14T09:21:37Z".into(),
+                message: Some(Message::default()),
+                conversation: Some(Conversation::default()),
+                contact: Some(Contact::default()),
+                raw: marker,
+            },
+        };
+        let text = serde_json::to_string(&ev).unwrap();
+        assert!(text.ends_with(r#","raw":{"marker":1}}}"#), "{text}");
     }
 }

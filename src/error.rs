@@ -33,6 +33,9 @@ pub enum ApiError {
     Busy { retry_after_secs: u64 },
     #[error("not found")]
     NotFound,
+    /// A bug of ours, never the sender's fault: 500, details only in the log.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ResponseError for ApiError {
@@ -48,6 +51,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -66,6 +70,7 @@ impl ResponseError for ApiError {
                 json!({"error": "invalid_payload", "detail": detail})
             }
             ApiError::Unavailable | ApiError::Busy { .. } => json!({"error": "unavailable"}),
+            ApiError::Internal(_) => json!({"error": "internal"}),
         };
         let mut resp = HttpResponse::build(self.status_code()).json(body);
         let headers = resp.headers_mut();

@@ -20,12 +20,11 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`]: HTTP error statuses and bodies.
 //! - [`cli`]: `send` and `healthcheck` clients.
-//! - [`invariants`]: the webhook path's safety invariants as one check, shared by the
-//!   fuzz targets (`fuzz/`), the property tests and the regression tests.
 //!
 //! Vendor code lives in the `hookrelay-vendors` crate (pure, no I/O); what the relay and
 //! the workers share (event type, routing, topology, AMQP, settings loading) lives in
-//! `hookrelay-common`.
+//! `hookrelay-common`. The webhook path's safety invariants, which the fuzz target and
+//! the property tests check, live in `hookrelay-test-support` (not in the relay).
 
 pub mod broker;
 pub mod budget;
@@ -33,7 +32,6 @@ pub mod cli;
 pub mod dedup;
 pub mod envelope;
 pub mod error;
-pub mod invariants;
 pub mod limits;
 pub mod metrics;
 pub mod relay;

@@ -4,7 +4,7 @@
 //! budget for bodies in flight ([`crate::budget`]).
 //!
 //! The check order (after the 404 for an unknown source): address (403), rate (429),
-//! then the SPEC's own order. Both are cheap and come before the body is read, so a
+//! then the documented order (README, HTTP API). Both are cheap and come before the body is read, so a
 //! refused sender costs a header parse and nothing else. Every request to a source
 //! takes a token, whatever it turns out to be: a flood of bad credentials is limited too.
 

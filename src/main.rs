@@ -3,7 +3,6 @@
 use clap::{Parser, Subcommand};
 use hookrelay::settings::{AckMode, Settings, Validated};
 use hookrelay::startup::Application;
-use hookrelay_vendors::Credentials;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,10 +67,15 @@ enum SpoolCommand {
     Quarantine,
 }
 
-fn load(config: Option<&std::path::Path>) -> Result<Validated, String> {
+/// The validated configuration, or the reason it is not usable, said plainly on stderr
+/// (logging is not up yet) as the `Err` exit code every command returns then.
+fn load(config: Option<&std::path::Path>) -> Result<Validated, ExitCode> {
     Settings::load(config)
         .and_then(Settings::validate)
-        .map_err(|e| e.to_string())
+        .map_err(|e| {
+            eprintln!("invalid configuration: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 async fn shutdown_signal() {
@@ -122,9 +126,10 @@ fn describe(v: &Validated) -> String {
     });
     out.push_str("  sources:\n");
     for (name, s) in &v.sources {
-        let creds = match s.credentials {
-            Credentials::None => "unauthenticated",
-            _ => "credentials [redacted]",
+        let creds = if s.credentials.is_none() {
+            "unauthenticated"
+        } else {
+            "credentials [redacted]"
         };
         out.push_str(&format!(
             "    {name}: vendor {}, {creds}, POST /webhooks/{name}\n",
@@ -144,18 +149,12 @@ async fn main() -> ExitCode {
                 print!("{}", describe(&v));
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("invalid configuration: {e}");
-                ExitCode::FAILURE
-            }
+            Err(code) => code,
         },
         Command::Send { source, file, url } => {
             let v = match load(config) {
                 Ok(v) => v,
-                Err(e) => {
-                    eprintln!("invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match hookrelay::cli::send(&v, &source, &file, url.as_deref()).await {
                 Ok((status, body)) => {
@@ -175,10 +174,7 @@ async fn main() -> ExitCode {
         Command::Healthcheck { url } => {
             let v = match load(config) {
                 Ok(v) => v,
-                Err(e) => {
-                    eprintln!("invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match hookrelay::cli::healthcheck(&v, url.as_deref()).await {
                 Ok(body) => {
@@ -218,11 +214,7 @@ async fn main() -> ExitCode {
         Command::Serve => {
             let v = match load(config) {
                 Ok(v) => v,
-                Err(e) => {
-                    // Logging is not up yet: say it plainly and stop.
-                    eprintln!("invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             hookrelay_common::logging::init(&v.raw.log);
             let app = match Application::build(v).await {

@@ -6,6 +6,7 @@ use hookrelay_common::logging::LogSettings;
 use hookrelay_common::settings::{string_or_list, SettingsError};
 use hookrelay_common::topology::HistorySettings;
 use hookrelay_common::Secret;
+use hookrelay_vendors::keys::{self, Given};
 use hookrelay_vendors::{Credentials, Vendor};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
@@ -13,11 +14,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// The demo credentials shipped in `config/default.toml` (the shared fixtures' test
-/// values). Any of them on a non-loopback bind refuses start-up.
-pub const DEMO_SECRETS: &[&str] = &["abcdef", "test-chatwoot-webhook-secret", "s3cretPa55"];
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -203,20 +199,12 @@ fn d_max_entries() -> usize {
     100_000
 }
 
-/// One configured sender, as written in the configuration.
+/// One configured sender, as written in the configuration: the keys every source takes,
+/// and its vendor's own (credentials, options), which the vendor's contract reads.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SourceSettings {
     pub vendor: Option<String>,
-    pub token: Option<Secret>,
-    pub token_file: Option<PathBuf>,
-    pub secret: Option<Secret>,
-    pub secret_file: Option<PathBuf>,
-    pub signature_tolerance_secs: Option<u64>,
-    pub username: Option<Secret>,
-    pub username_file: Option<PathBuf>,
-    pub password: Option<Secret>,
-    pub password_file: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bool_or_text")]
     pub allow_unauthenticated: bool,
     /// CIDRs (or single addresses) allowed to post to this source; empty: any address.
     #[serde(default, deserialize_with = "string_or_list")]
@@ -227,6 +215,26 @@ pub struct SourceSettings {
     /// Requests that may arrive at once above the sustained rate (default: one second's worth).
     #[serde(default, deserialize_with = "opt_number")]
     pub rate_limit_burst: Option<f64>,
+    /// Every other key: the vendor's (see `hookrelay_vendors::Contract::keys`).
+    #[serde(flatten)]
+    pub vendor_keys: BTreeMap<String, Given>,
+}
+
+/// A boolean as TOML gives it or as text (the environment's form; the flattened source
+/// table loses `config`'s own conversion).
+fn bool_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match Given::deserialize(d)? {
+        Given::Bool(b) => Ok(b),
+        Given::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" | "" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not true or false"
+            ))),
+        },
+        Given::Int(i) => Ok(i != 0),
+        _ => Err(serde::de::Error::custom("must be true or false")),
+    }
 }
 
 /// A number given as a TOML number or as text (the environment's form); empty text
@@ -296,14 +304,15 @@ pub struct Validated {
 
 impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        hookrelay_common::settings::load(file)
+        Self::load_with_env(file, std::env::vars().collect())
     }
 
     pub fn load_with_env(
         file: Option<&Path>,
         env: Vec<(String, String)>,
     ) -> Result<Self, SettingsError> {
-        hookrelay_common::settings::load_with_env(file, env)
+        // The workers' sections are theirs; any other key nothing reads is refused.
+        hookrelay_common::settings::load_strict(file, env, hookrelay_common::settings::WORKERS_ONLY)
     }
 
     /// Type and check every key; the first problem found is returned, naming its key.
@@ -372,11 +381,11 @@ impl Settings {
         }
         let mut sources = BTreeMap::new();
         for (name, s) in &self.sources {
-            let source = validate_source(name, s)?;
+            let (source, demo) = validate_source(name, s)?;
             if !bind.ip().is_loopback() {
-                if let Some(key) = demo_credential(name, s) {
+                if let Some(key) = demo {
                     return Err(SettingsError::key(
-                        key,
+                        format!("sources.{name}.{key}"),
                         format!(
                             "still holds the demo value from config/default.toml while \
                              server.bind ({bind}) is not loopback: set a real credential"
@@ -488,39 +497,11 @@ fn valid_source_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// A secret given inline or through `<key>_file` (Docker/Kubernetes secrets). Empty
-/// counts as missing. The file's trailing newline is not part of the secret.
-fn secret(
-    source: &str,
-    key: &str,
-    inline: &Option<Secret>,
-    file: &Option<PathBuf>,
-) -> Result<Option<Secret>, SettingsError> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            SettingsError::key(
-                format!("sources.{source}.{key}_file"),
-                format!("cannot be read ({e})"),
-            )
-        })?;
-        let text = text.trim_end_matches(['\n', '\r']);
-        if !text.is_empty() {
-            return Ok(Some(Secret::new(text)));
-        }
-    }
-    Ok(inline.clone().filter(|s| !s.is_empty()))
-}
-
-fn require(source: &str, key: &str, value: Option<Secret>) -> Result<Secret, SettingsError> {
-    value.ok_or_else(|| {
-        SettingsError::key(
-            format!("sources.{source}.{key}"),
-            "is missing: a source needs credentials (or allow_unauthenticated = true)",
-        )
-    })
-}
-
-fn validate_source(name: &str, s: &SourceSettings) -> Result<Source, SettingsError> {
+/// The source, and the key of a demo credential it still holds (if any).
+fn validate_source(
+    name: &str,
+    s: &SourceSettings,
+) -> Result<(Source, Option<&'static str>), SettingsError> {
     if !valid_source_name(name) {
         return Err(SettingsError::key(
             format!("sources.{name}"),
@@ -537,63 +518,42 @@ fn validate_source(name: &str, s: &SourceSettings) -> Result<Source, SettingsErr
             format!("sources.{name}.vendor"),
             format!(
                 "unknown vendor {vendor_name:?} (known: {})",
-                Vendor::ALL.map(|v| v.name()).join(", ")
+                Vendor::ALL
+                    .iter()
+                    .map(|v| v.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
     })?;
-    let credentials = if s.allow_unauthenticated {
-        Credentials::None
+    // The vendor's keys are read (and unknown ones refused) even for an unauthenticated
+    // source, so a typo there is never silently ignored.
+    let key_error =
+        |e: keys::KeyError| SettingsError::key(format!("sources.{name}.{}", e.key), e.reason);
+    let values = keys::resolve(vendor.keys(), &s.vendor_keys, keys::COMMON, &|p| {
+        std::fs::read_to_string(p)
+    })
+    .map_err(key_error)?;
+    let (credentials, demo) = if s.allow_unauthenticated {
+        (Credentials::NONE, None)
     } else {
-        match vendor {
-            Vendor::Kommunicate => Credentials::Token(require(
-                name,
-                "token",
-                secret(name, "token", &s.token, &s.token_file)?,
-            )?),
-            Vendor::Chatwoot => Credentials::Hmac {
-                secret: require(
-                    name,
-                    "secret",
-                    secret(name, "secret", &s.secret, &s.secret_file)?,
-                )?,
-                tolerance: Some(Duration::from_secs(
-                    s.signature_tolerance_secs.unwrap_or(300),
-                )),
-            },
-            Vendor::Cometchat => {
-                let username = require(
-                    name,
-                    "username",
-                    secret(name, "username", &s.username, &s.username_file)?,
-                )?;
-                if username.expose().contains(':') {
-                    // RFC 7617: the user-id ends at the first colon, so no request could
-                    // ever match; say so now rather than answer every delivery 401.
-                    return Err(SettingsError::key(
-                        format!("sources.{name}.username"),
-                        "must not contain ':' (HTTP Basic ends the user name at the first colon)",
-                    ));
-                }
-                Credentials::Basic {
-                    username,
-                    password: require(
-                        name,
-                        "password",
-                        secret(name, "password", &s.password, &s.password_file)?,
-                    )?,
-                }
-            }
-        }
+        (
+            vendor.credentials(&values).map_err(key_error)?,
+            values.demo_key(vendor.keys()),
+        )
     };
     let allowed_ips = parse_cidrs(&format!("sources.{name}.allowed_ips"), &s.allowed_ips)?;
     let rate_limit = rate_limit(name, s)?;
-    Ok(Source {
-        name: Arc::from(name),
-        vendor,
-        credentials,
-        allowed_ips,
-        rate_limit,
-    })
+    Ok((
+        Source {
+            name: Arc::from(name),
+            vendor,
+            credentials,
+            allowed_ips,
+            rate_limit,
+        },
+        demo,
+    ))
 }
 
 fn rate_limit(name: &str, s: &SourceSettings) -> Result<Option<RateLimit>, SettingsError> {
@@ -623,21 +583,6 @@ fn rate_limit(name: &str, s: &SourceSettings) -> Result<Option<RateLimit>, Setti
         }
     };
     Ok(Some(RateLimit { per_sec, burst }))
-}
-
-/// The key of the first demo credential this source still uses, if any.
-fn demo_credential(name: &str, s: &SourceSettings) -> Option<String> {
-    let fields = [
-        ("token", &s.token),
-        ("secret", &s.secret),
-        ("username", &s.username),
-        ("password", &s.password),
-    ];
-    fields.into_iter().find_map(|(key, v)| {
-        v.as_ref()
-            .filter(|v| DEMO_SECRETS.contains(&v.expose()))
-            .map(|_| format!("sources.{name}.{key}"))
-    })
 }
 
 #[cfg(test)]
@@ -749,12 +694,106 @@ mod tests {
         .unwrap()
         .validate()
         .unwrap();
-        assert_eq!(v.sources["acme_chat"].vendor, Vendor::Kommunicate);
+        assert_eq!(
+            v.sources["acme_chat"].vendor,
+            hookrelay_vendors::kommunicate::VENDOR
+        );
         let e = Settings::load_with_env(None, env(&[("HOOKRELAY__SOURCES__ODD__VENDOR", "slack")]))
             .unwrap()
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("sources.odd.vendor"), "{e}");
+    }
+
+    #[test]
+    fn a_standard_webhooks_source_takes_a_list_of_secrets_and_refuses_the_demo_one_in_public() {
+        let demo = hookrelay_vendors::standard_webhooks::DEMO_SECRET;
+        let pairs = [
+            ("HOOKRELAY__SOURCES__BILLING__VENDOR", "standard-webhooks"),
+            (
+                "HOOKRELAY__SOURCES__BILLING__SECRET",
+                "whsec_b2xkLWtleQ==, whsec_bmV3LWtleQ==",
+            ),
+        ];
+        let v = Settings::load_with_env(None, env(&pairs))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let keys = v.sources["billing"]
+            .credentials
+            .get::<hookrelay_vendors::standard_webhooks::SigningKeys>()
+            .expect("signing keys");
+        assert_eq!(keys.tolerance, Some(std::time::Duration::from_secs(300)));
+        let e = invalid(&[
+            ("HOOKRELAY__SOURCES__BILLING__VENDOR", "standard-webhooks"),
+            ("HOOKRELAY__SOURCES__BILLING__SECRET", "whsec_!!"),
+        ]);
+        assert!(
+            e.contains("sources.billing.secret") && !e.contains("!!"),
+            "{e}"
+        );
+        let e = invalid(&[
+            ("HOOKRELAY__SERVER__BIND", "0.0.0.0:8080"),
+            ("HOOKRELAY__SOURCES__KOMMUNICATE__TOKEN", "t0k3n-real"),
+            ("HOOKRELAY__SOURCES__CHATWOOT__SECRET", "real-secret"),
+            ("HOOKRELAY__SOURCES__COMETCHAT__PASSWORD", "realpass"),
+            ("HOOKRELAY__SOURCES__BILLING__VENDOR", "standard-webhooks"),
+            (
+                "HOOKRELAY__SOURCES__BILLING__SECRET",
+                &format!("whsec_bmV3LWtleQ==,{demo}"),
+            ),
+        ]);
+        assert!(
+            e.contains("sources.billing.secret") && e.contains("demo"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_typo_anywhere_is_refused_naming_the_key_and_the_nearest_one() {
+        let e = Settings::load_with_env(None, env(&[("HOOKRELAY__SERVER__BNID", "0.0.0.0:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.bnid")
+                && e.contains("set by HOOKRELAY__SERVER__BNID")
+                && e.contains("did you mean `server.bind`?"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("hookrelay-typo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, "[spool]\nmax_byte = 5\n").unwrap();
+        let e = Settings::load_with_env(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `spool.max_bytes`?"), "{e}");
+        std::fs::write(&file, "[servr]\nbind = \"x\"\n").unwrap();
+        let e = Settings::load_with_env(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("servr") && e.contains("did you mean `server`?"),
+            "{e}"
+        );
+        // The workers' sections are theirs to check.
+        assert!(
+            Settings::load_with_env(None, env(&[("HOOKRELAY__FORWARD__URL", "http://x")])).is_ok()
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_source_key_is_refused_naming_the_nearest_key() {
+        let e = invalid(&[("HOOKRELAY__SOURCES__CHATWOOT__SECRET_FLIE", "/run/secret")]);
+        assert!(
+            e.contains("sources.chatwoot.secret_flie") && e.contains("did you mean `secret_file`"),
+            "{e}"
+        );
+        let e = invalid(&[("HOOKRELAY__SOURCES__KOMMUNICATE__ALLOWED_IP", "10.0.0.0/8")]);
+        assert!(e.contains("did you mean `allowed_ips`"), "{e}");
+        // Another vendor's key is not this vendor's.
+        let e = invalid(&[("HOOKRELAY__SOURCES__KOMMUNICATE__PASSWORD", "x")]);
+        assert!(e.contains("sources.kommunicate.password"), "{e}");
     }
 
     #[test]
@@ -769,7 +808,7 @@ mod tests {
         .unwrap()
         .validate()
         .unwrap();
-        assert!(matches!(v.sources["open"].credentials, Credentials::None));
+        assert!(v.sources["open"].credentials.is_none());
     }
 
     #[test]
@@ -791,10 +830,11 @@ mod tests {
         .unwrap()
         .validate()
         .unwrap();
-        match &v.sources["kommunicate"].credentials {
-            Credentials::Token(t) => assert_eq!(t.expose(), "from-file"),
-            other => panic!("{other:?}"),
-        }
+        let token = v.sources["kommunicate"]
+            .credentials
+            .get::<hookrelay_vendors::kommunicate::Token>()
+            .expect("a Kommunicate token");
+        assert_eq!(token.0.expose(), "from-file");
     }
 
     fn invalid(pairs: &[(&str, &str)]) -> String {

@@ -2,7 +2,7 @@
 //! `bench/templates/`) with a fresh vendor id per request, signed by
 //! `hookrelay_vendors::Vendor::sign` exactly as the vendor would sign them.
 //!
-//! The id that makes each delivery distinct, per VENDORS.md's idempotency rules:
+//! The id that makes each delivery distinct, per each vendor's dedup rules (docs/VENDORS.md):
 //! Kommunicate `key`; Chatwoot `id` (and the message's id inside the conversation) plus a
 //! fresh `X-Chatwoot-Delivery` UUID; CometChat `data.message.id`.
 //!
@@ -16,9 +16,61 @@ use time::OffsetDateTime;
 const KOMMUNICATE: &str = include_str!("../templates/kommunicate.json");
 const CHATWOOT: &str = include_str!("../templates/chatwoot.json");
 const COMETCHAT: &str = include_str!("../templates/cometchat.json");
+const STANDARD_WEBHOOKS: &str = include_str!("../templates/standard-webhooks.json");
 
 /// Stands for the id in a serialized template (always as a JSON string, quotes included).
 const SLOT: &str = "@@HOOKRELAY_BENCH_ID@@";
+
+/// One vendor's load template: a typical message body, the JSON paths its id goes to,
+/// and how a number becomes that id (its text, and its JSON literal).
+pub struct Template {
+    pub vendor: &'static str,
+    text: &'static str,
+    slots: &'static [&'static [&'static str]],
+    id: fn(u64) -> (String, String),
+}
+
+/// The templates, one per vendor of the registry (a test checks none is missing).
+pub const TEMPLATES: &[Template] = &[
+    Template {
+        vendor: "kommunicate",
+        text: KOMMUNICATE,
+        slots: &[&["key"]],
+        id: |num| {
+            let key = format!("5-hookrelay-bench-{num}");
+            (key.clone(), format!("\"{key}\""))
+        },
+    },
+    Template {
+        vendor: "chatwoot",
+        text: CHATWOOT,
+        slots: &[&["id"], &["conversation", "messages", "0", "id"]],
+        // Chatwoot record ids are integers.
+        id: |num| (num.to_string(), num.to_string()),
+    },
+    Template {
+        vendor: "cometchat",
+        text: COMETCHAT,
+        slots: &[&["data", "message", "id"]],
+        // CometChat message ids are numeric strings.
+        id: |num| (num.to_string(), format!("\"{num}\"")),
+    },
+    Template {
+        vendor: "standard-webhooks",
+        text: STANDARD_WEBHOOKS,
+        // The dedup key is the signed webhook-id; the message id keeps bodies distinct.
+        slots: &[&["data", "id"]],
+        id: |num| {
+            let id = format!("msg_bench_{num}");
+            (id.clone(), format!("\"{id}\""))
+        },
+    },
+];
+
+/// `vendor`'s load template, if it has one.
+pub fn template(vendor: Vendor) -> Option<&'static Template> {
+    TEMPLATES.iter().find(|t| t.vendor == vendor.name())
+}
 
 /// One request, ready to send.
 #[derive(Debug, Clone)]
@@ -40,6 +92,8 @@ pub struct Generator {
     /// Per-run prefix, so two runs against one relay never share an id (the relay's
     /// dedup window would answer `"duplicate": true`).
     base: u64,
+    /// The template's id maker.
+    id: fn(u64) -> (String, String),
 }
 
 fn set_path(root: &mut Value, path: &[&str], value: Value) {
@@ -64,14 +118,13 @@ fn set_path(root: &mut Value, path: &[&str], value: Value) {
 impl Generator {
     /// `seed` picks the run's id range; take it from a random source (see [`run_seed`]).
     pub fn new(vendor: Vendor, credentials: Credentials, seed: u64) -> Self {
-        let (text, paths): (&str, &[&[&str]]) = match vendor {
-            Vendor::Kommunicate => (KOMMUNICATE, &[&["key"]]),
-            Vendor::Chatwoot => (
-                CHATWOOT,
-                &[&["id"], &["conversation", "messages", "0", "id"]],
-            ),
-            Vendor::Cometchat => (COMETCHAT, &[&["data", "message", "id"]]),
-        };
+        let template = template(vendor).unwrap_or_else(|| {
+            panic!(
+                "no load template for vendor {}: add one to TEMPLATES (bench/src/bodies.rs)",
+                vendor.name()
+            )
+        });
+        let (text, paths) = (template.text, template.slots);
         let mut root: Value = serde_json::from_str(text).expect("template is JSON");
         for path in paths {
             set_path(&mut root, path, Value::String(SLOT.to_owned()));
@@ -90,6 +143,7 @@ impl Generator {
             credentials,
             parts,
             base,
+            id: template.id,
         }
     }
 
@@ -100,16 +154,7 @@ impl Generator {
     /// Request number `n` (unique within the run for `n < 2^32`), signed at `now`.
     pub fn make(&self, n: u64, now: OffsetDateTime) -> Webhook {
         let num = self.base | (n & 0xFFFF_FFFF);
-        let (vendor_id, literal) = match self.vendor {
-            Vendor::Kommunicate => {
-                let key = format!("5-hookrelay-bench-{num}");
-                (key.clone(), format!("\"{key}\""))
-            }
-            // Chatwoot record ids are integers.
-            Vendor::Chatwoot => (num.to_string(), num.to_string()),
-            // CometChat message ids are numeric strings.
-            Vendor::Cometchat => (num.to_string(), format!("\"{num}\"")),
-        };
+        let (vendor_id, literal) = (self.id)(num);
         let len = self.parts.iter().map(String::len).sum::<usize>()
             + literal.len() * (self.parts.len() - 1);
         let mut body = Vec::with_capacity(len);
@@ -120,7 +165,7 @@ impl Generator {
             body.extend_from_slice(part.as_bytes());
         }
         let mut headers = self.vendor.sign(&self.credentials, &body, now);
-        if self.vendor == Vendor::Chatwoot {
+        if self.vendor == chatwoot::VENDOR {
             // Chatwoot sends a random UUID per delivery; the signature does not cover it.
             let delivery = uuid::Uuid::new_v4().to_string();
             match headers
@@ -148,10 +193,11 @@ pub fn run_seed() -> u64 {
 mod tests {
     use super::*;
     use hookrelay_common::Secret;
+    use hookrelay_vendors::{chatwoot, cometchat, kommunicate};
 
     #[test]
     fn ids_are_spliced_as_the_right_json_type() {
-        let g = Generator::new(Vendor::Chatwoot, Credentials::None, 1);
+        let g = Generator::new(chatwoot::VENDOR, Credentials::NONE, 1);
         let w = g.make(7, OffsetDateTime::now_utc());
         let v: Value = serde_json::from_slice(&w.body).unwrap();
         let id = v["id"].as_u64().unwrap();
@@ -159,15 +205,15 @@ mod tests {
         assert_eq!(v["conversation"]["messages"][0]["id"].as_u64(), Some(id));
         assert_eq!(w.vendor_id, id.to_string());
 
-        let g = Generator::new(Vendor::Cometchat, Credentials::None, 1);
+        let g = Generator::new(cometchat::VENDOR, Credentials::NONE, 1);
         let v: Value = serde_json::from_slice(&g.make(7, OffsetDateTime::now_utc()).body).unwrap();
         assert_eq!(
             v["data"]["message"]["id"],
             Value::String(((1u64 << 32) | 7).to_string())
         );
 
-        let creds = Credentials::Token(Secret::new("abcdef"));
-        let g = Generator::new(Vendor::Kommunicate, creds, 1);
+        let creds = Credentials::new(hookrelay_vendors::kommunicate::Token(Secret::new("abcdef")));
+        let g = Generator::new(kommunicate::VENDOR, creds, 1);
         let w = g.make(7, OffsetDateTime::now_utc());
         let v: Value = serde_json::from_slice(&w.body).unwrap();
         assert_eq!(v["key"].as_str(), Some(w.vendor_id.as_str()));

@@ -68,18 +68,25 @@ fn hostile_addr(i: usize, spread: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250 + 1) as u8)
 }
 
-/// The head of a hostile request to `vendor`'s route: credentials wrong (Kommunicate,
-/// CometChat) or a well-formed, fresh signature that matches nothing (Chatwoot).
+/// The head of a hostile request to `vendor`'s route: for a vendor whose credentials are
+/// headers alone, a wrong credential header; for one whose MAC covers the body, a
+/// well-formed, fresh signature (with the demo credentials) over another body, which
+/// matches nothing.
 fn hostile_head(vendor: Vendor, port: u16, len: usize) -> String {
-    let auth = match vendor {
-        Vendor::Kommunicate => "Authentication: Basic d3Jvbmc=\r\n".to_owned(),
-        Vendor::Cometchat => "Authorization: Basic dXNlcjp3cm9uZw==\r\n".to_owned(),
-        Vendor::Chatwoot => format!(
-            "X-Chatwoot-Timestamp: {}\r\nX-Chatwoot-Signature: sha256={}\r\n",
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-            "0".repeat(64)
-        ),
-    };
+    let now = time::OffsetDateTime::now_utc();
+    let wrong = vendor.contract().samples().credential_header;
+    let auth: String = vendor
+        .sign(&vendor.demo_credentials(), b"{\"not\":\"this body\"}", now)
+        .into_iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("content-type"))
+        .map(|(n, v)| {
+            if !vendor.signs_body() && n.eq_ignore_ascii_case(wrong) {
+                format!("{n}: Basic d3Jvbmc=\r\n")
+            } else {
+                format!("{n}: {v}\r\n")
+            }
+        })
+        .collect();
     format!(
         "POST /webhooks/{} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
          {auth}Content-Length: {len}\r\n\r\n",
@@ -428,8 +435,8 @@ mod tests {
         assert_eq!(hostile_addr(0, 1), Ipv4Addr::new(127, 1, 0, 1));
         assert_eq!(hostile_addr(7, 1), Ipv4Addr::new(127, 1, 0, 1));
         assert_eq!(hostile_addr(251, 300), Ipv4Addr::new(127, 1, 1, 2));
-        let h = hostile_head(Vendor::Chatwoot, 8080, 2_097_152);
+        let h = hostile_head(hookrelay_vendors::chatwoot::VENDOR, 8080, 2_097_152);
         assert!(h.contains("Content-Length: 2097152\r\n\r\n"));
-        assert!(h.contains("X-Chatwoot-Signature: sha256=000"));
+        assert!(h.contains("X-Chatwoot-Signature: sha256="));
     }
 }

@@ -47,21 +47,21 @@ impl From<Qt> for QueueType {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum VendorArg {
-    Kommunicate,
-    Chatwoot,
-    Cometchat,
-}
+/// `--vendor`: any vendor of the registry (by its configuration name).
+#[derive(Clone, Copy)]
+struct VendorArg(Vendor);
 
 impl From<VendorArg> for Vendor {
     fn from(v: VendorArg) -> Self {
-        match v {
-            VendorArg::Kommunicate => Vendor::Kommunicate,
-            VendorArg::Chatwoot => Vendor::Chatwoot,
-            VendorArg::Cometchat => Vendor::Cometchat,
-        }
+        v.0
     }
+}
+
+fn parse_vendor(name: &str) -> std::result::Result<VendorArg, String> {
+    Vendor::from_name(name).map(VendorArg).ok_or_else(|| {
+        let known: Vec<&str> = Vendor::ALL.iter().map(|v| v.name()).collect();
+        format!("unknown vendor {name:?} (known: {})", known.join(", "))
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,7 +129,7 @@ enum Cmd {
         /// The relay's base URL (or a full /webhooks/<source> URL).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
-        #[arg(long, value_enum, default_value = "kommunicate")]
+        #[arg(long, value_parser = parse_vendor, default_value = "kommunicate")]
         vendor: VendorArg,
         /// The source name (URL segment) in the relay's config; default: the vendor's name.
         #[arg(long)]
@@ -172,7 +172,7 @@ enum Cmd {
         /// durability.ack of the relay.
         #[arg(long, value_enum, default_value = "broker")]
         ack: Ack,
-        #[arg(long, value_enum, default_value = "kommunicate")]
+        #[arg(long, value_parser = parse_vendor, default_value = "kommunicate")]
         vendor: VendorArg,
         /// Ceiling message size in bytes.
         #[arg(long, default_value_t = 1024)]
@@ -234,8 +234,8 @@ enum Cmd {
         /// The relay binary (default: `hookrelay` next to this binary).
         #[arg(long)]
         relay_bin: Option<PathBuf>,
-        /// Routes to flood (repeatable; default: all three vendors).
-        #[arg(long = "target", value_enum)]
+        /// Routes to flood (repeatable; default: the three vendors of the default config).
+        #[arg(long = "target", value_parser = parse_vendor)]
         targets: Vec<VendorArg>,
         #[arg(long, default_value_t = 5000)]
         connections: usize,
@@ -481,12 +481,18 @@ async fn run(cli: Cli) -> Result<()> {
                     .ok_or("the bench binary has no directory")?
                     .join("hookrelay"),
             };
-            let sources = Vendor::ALL
+            // The vendors the configuration has a source of, named after the vendor.
+            let configured: Vec<Vendor> = Vendor::ALL
+                .iter()
+                .copied()
+                .filter(|v| cfg.sources.contains_key(v.name()))
+                .collect();
+            let sources = configured
                 .iter()
                 .map(|v| cfg.source(v.name(), Some(*v)))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let targets = if targets.is_empty() {
-                Vendor::ALL.to_vec()
+                configured
             } else {
                 targets.into_iter().map(Vendor::from).collect()
             };

@@ -8,8 +8,8 @@
 //! `server.body_read_timeout_ms` (408), its size enforced while reading (413). A request
 //! refused before its body was read is answered with `Connection: close`.
 //!
-//! Everything after the body is read is the pure [`process`], which the fuzz targets and
-//! property tests drive directly (see [`crate::invariants`]).
+//! Everything after the body is read is the pure [`process`], which the fuzz target and
+//! property tests drive directly (through the `hookrelay-test-support` crate).
 
 use crate::broker::Outgoing;
 use crate::budget::{Reservation, Standing};
@@ -23,7 +23,7 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
-use hookrelay_vendors::{AuthError, Credentials, Headers};
+use hookrelay_vendors::{AuthError, Headers};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -234,7 +234,7 @@ fn check_headers(
     client: Option<std::net::IpAddr>,
     now: OffsetDateTime,
 ) -> Result<Standing, ApiError> {
-    if matches!(source.credentials, Credentials::None) {
+    if source.credentials.is_none() {
         // allow_unauthenticated: anyone may send, so nobody has proved anything.
         return Ok(Standing::Unproven(client));
     }
@@ -299,7 +299,10 @@ pub fn process(
         .normalize(&verified, now)
         .map_err(|e| ApiError::InvalidPayload(e.to_string()))?;
     let reply = normalized.reply.clone();
-    let msg = envelope::build(source, normalized, body, now).map_err(ApiError::InvalidPayload)?;
+    let msg = envelope::build(source, normalized, body, now).map_err(|e| {
+        tracing::error!(source = %source.name, error = %e, "envelope failed");
+        ApiError::Internal(e.to_string())
+    })?;
     Ok(Accepted { msg, reply })
 }
 

@@ -1,4 +1,4 @@
-//! Durability (SPEC §6): no accepted event is lost through broker outages (a cuttable
+//! Durability (README: Durability): no accepted event is lost through broker outages (a cuttable
 //! TCP proxy between relay and broker), restarts on a spool, SIGTERM and kill -9 under
 //! load, a full spool, and a node list. Every case runs in both ack modes.
 

@@ -72,7 +72,7 @@ async fn relay_vendor_fixtures(vendor: &str) {
             assert_eq!(answer["duplicate"], false, "{file}");
         }
 
-        // AMQP properties (SPEC §5).
+        // AMQP properties (README: AMQP message).
         let p = &d.properties;
         assert_eq!(
             p.content_type().as_ref().unwrap().as_str(),
@@ -92,7 +92,7 @@ async fn relay_vendor_fixtures(vendor: &str) {
             Some(&expected_rk[vendor.len() + 1..])
         );
 
-        // The envelope (SPEC §4).
+        // The envelope (README: The event).
         assert_eq!(ev["specversion"], "1.0");
         assert_eq!(ev["source"], format!("/webhooks/{vendor}"));
         assert_eq!(ev["type"], expected_rk);

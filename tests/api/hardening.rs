@@ -532,7 +532,7 @@ async fn rate_limit_answers_429_with_retry_after_and_publishes_nothing() {
         )
         .await;
     assert_eq!(r.status(), 429);
-    // The method is checked before the limits (SPEC order: 404, 405, ...).
+    // The method is checked before the limits (the documented order: 404, 405, ...).
     let r = app.get("/webhooks/kommunicate").await;
     assert_eq!(r.status(), 405);
     // Unknown sources still 404 (checked first); other sources are not limited.

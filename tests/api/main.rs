@@ -4,6 +4,7 @@
 mod helpers;
 mod proxy;
 
+mod chain;
 mod consumers;
 mod durability;
 mod errors;

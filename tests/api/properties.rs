@@ -1,12 +1,14 @@
 //! Property tests of the webhook path, every CI run: generated JSON objects, raw bytes,
 //! mutated fixtures and hostile header sets go through the endpoint's pure path
 //! (`routes::webhook::process`) and must keep every invariant the fuzz targets check
-//! (`hookrelay::invariants`): no panic, accepted ⇒ genuine credentials and `data.raw`
-//! equal to the body, rejected ⇒ no envelope. Also replays the fuzz seeds and any
-//! crash inputs kept under `fuzz/regressions/`. No broker needed.
+//! (`hookrelay_test_support`): no panic, accepted ⇒ genuine credentials and `data.raw`
+//! equal to the body, rejected ⇒ no envelope. Every vendor of the registry takes part
+//! (payload samples and credential oracles come from each vendor's own file). Also
+//! replays the fuzz seeds and the regression corpus in `fuzz/regressions/webhook/`.
+//! No broker needed.
 
 use crate::helpers::{fixture, fixtures_dir, manifest};
-use hookrelay::invariants::{self, FuzzInput, Verdict, FUZZ_NOW};
+use hookrelay_test_support::{self as invariants, FuzzInput, Verdict, FUZZ_NOW};
 use hookrelay_vendors::Vendor;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -27,11 +29,7 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 fn vendor() -> impl Strategy<Value = Vendor> {
-    prop_oneof![
-        Just(Vendor::Kommunicate),
-        Just(Vendor::Chatwoot),
-        Just(Vendor::Cometchat)
-    ]
+    prop::sample::select(Vendor::ALL)
 }
 
 /// Text with the awkward parts of Unicode: control characters, U+2028, astral planes.
@@ -65,32 +63,8 @@ fn json() -> impl Strategy<Value = Value> {
 
 /// A JSON object that carries what `vendor` always sends, most of the time.
 fn vendor_object(vendor: Vendor) -> impl Strategy<Value = Map<String, Value>> {
-    let events: Vec<&'static str> = match vendor {
-        Vendor::Kommunicate => vec!["", "WELCOME", "KOMMUNICATE_MEDIA_EVENT"],
-        Vendor::Chatwoot => vec![
-            "message_created",
-            "message_updated",
-            "conversation_created",
-            "conversation_status_changed",
-            "contact_created",
-            "webwidget_triggered",
-            "automation_event.conversation_created",
-            "Weird Event/Ä",
-            "",
-        ],
-        Vendor::Cometchat => vec![
-            "message_sent",
-            "after_message",
-            "before_message",
-            "message_edited",
-            "message_deleted",
-            "message_read_receipt",
-            "message_reaction_added",
-            "group_member_joined",
-            "call_initiated",
-            "",
-        ],
-    };
+    let samples = vendor.contract().samples();
+    let events: Vec<&'static str> = samples.events.to_vec();
     (
         btree_map(text(), json(), 0..8),
         prop::sample::select(events),
@@ -101,21 +75,7 @@ fn vendor_object(vendor: Vendor) -> impl Strategy<Value = Map<String, Value>> {
         .prop_map(move |(extra, event, id, data, complete)| {
             let mut obj: Map<String, Value> = extra.into_iter().collect();
             if complete {
-                match vendor {
-                    Vendor::Kommunicate => {
-                        obj.insert("key".into(), Value::from(format!("k-{id}")));
-                        if !event.is_empty() {
-                            obj.insert("eventName".into(), Value::from(event));
-                        }
-                    }
-                    Vendor::Chatwoot => {
-                        obj.insert("event".into(), Value::from(event));
-                    }
-                    Vendor::Cometchat => {
-                        obj.insert("trigger".into(), Value::from(event));
-                        obj.insert("data".into(), Value::Object(data.into_iter().collect()));
-                    }
-                }
+                (samples.complete)(&mut obj, event, &id, data.into_iter().collect());
             }
             obj
         })
@@ -219,7 +179,7 @@ fn run(vendor: Vendor, input: &FuzzInput) -> Result<Verdict, TestCaseError> {
 }
 
 fn fixture_bodies(vendor: Vendor) -> Vec<Vec<u8>> {
-    let dir = fixtures_dir().join(vendor.name());
+    let dir = fixtures_dir().join(vendor.contract().fixtures_dir());
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
@@ -246,10 +206,8 @@ proptest! {
     #[test]
     fn genuine_deliveries_are_accepted(
         (vendor, obj) in vendor().prop_flat_map(|v| (Just(v), vendor_object(v)))
-            .prop_filter("has the required fields", |(v, o)| match v {
-                Vendor::Kommunicate => o.contains_key("key"),
-                Vendor::Chatwoot => o.contains_key("event"),
-                Vendor::Cometchat => o.contains_key("trigger"),
+            .prop_filter("has the required fields", |(v, o)| {
+                v.contract().samples().required.iter().all(|f| o.contains_key(*f))
             }),
         pretty in any::<bool>(),
     ) {
@@ -264,11 +222,7 @@ proptest! {
         (vendor, obj) in vendor().prop_flat_map(|v| (Just(v), vendor_object(v))),
         forged in header_value(),
     ) {
-        let name = match vendor {
-            Vendor::Kommunicate => "Authentication",
-            Vendor::Chatwoot => "X-Chatwoot-Signature",
-            Vendor::Cometchat => "Authorization",
-        };
+        let name = vendor.contract().samples().credential_header;
         let input = FuzzInput {
             sign: true,
             replace: true,
@@ -297,11 +251,10 @@ proptest! {
     }
 }
 
-/// The fuzz seeds (tests/fixtures, framed as fuzz/seed.sh frames them) and every crash
-/// input kept under fuzz/regressions/<target>/ replay cleanly; each signed fixture is
-/// accepted with its manifest's routing key.
+/// The fuzz seeds (every fixture, framed as `fuzz/seed.sh` frames them) replay cleanly;
+/// each signed fixture is accepted with its manifest's routing key.
 #[test]
-fn fuzz_seeds_and_regressions_replay_cleanly() {
+fn fuzz_seeds_replay_cleanly() {
     let m = manifest();
     let mut checked = 0;
     for entry in m["fixtures"].as_array().unwrap() {
@@ -324,18 +277,59 @@ fn fuzz_seeds_and_regressions_replay_cleanly() {
         }
     }
     assert!(checked >= 60, "only {checked} seeds");
-    let regressions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    for vendor in Vendor::ALL {
-        let dir = regressions.join(format!("webhook_{}", vendor.name()));
-        let Ok(files) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for f in files {
-            let path = f.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            if let Err(e) = invariants::run_fuzz_input(vendor, &data) {
-                panic!("{}: {e}", path.display());
-            }
+    // The corpus seed.sh writes: every fixture of every vendor, three framings each.
+    let corpus = hookrelay_test_support::seeds::corpus(&fixtures_dir()).unwrap();
+    assert!(corpus.len() >= 3 * m["fixtures"].as_array().unwrap().len());
+    for (name, data) in &corpus {
+        match invariants::run_fuzz_bytes(data) {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("{name}: names no vendor"),
+            Err(e) => panic!("{name}: {e}"),
         }
+    }
+}
+
+/// The regression corpus (`fuzz/regressions/webhook/`: every crash the fuzz target ever
+/// found, and minimized seeds of each vendor) replays through the invariants. It fails
+/// when the corpus is empty, when a vendor of the registry has no input there, or when a
+/// vendor's inputs are not both accepted and refused somewhere (a corpus that exercises
+/// only one side is not a regression suite).
+#[test]
+fn the_regression_corpus_replays_and_covers_every_vendor() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/webhook");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "README.md"))
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "{}: the regression corpus is empty",
+        dir.display()
+    );
+    let mut seen: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for path in &files {
+        let data = std::fs::read(path).unwrap();
+        match invariants::run_fuzz_bytes(&data) {
+            Ok(Some((vendor, verdict))) => {
+                let e = seen.entry(vendor.name()).or_default();
+                match verdict {
+                    Verdict::Accepted(_) => e.0 += 1,
+                    Verdict::Rejected(_) => e.1 += 1,
+                }
+            }
+            // A crash input need not name a vendor; it must still not break anything.
+            Ok(None) => {}
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+    for vendor in Vendor::ALL {
+        let (accepted, refused) = seen.get(vendor.name()).copied().unwrap_or_default();
+        assert!(
+            accepted > 0 && refused > 0,
+            "fuzz/regressions/webhook has {accepted} accepted and {refused} refused inputs \
+             for vendor {}: run `fuzz/seed.sh --regressions`",
+            vendor.name()
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use hookrelay_common::Secret;
-use hookrelay_vendors::{Credentials, Vendor};
+use hookrelay_vendors::{chatwoot, cometchat, kommunicate, Credentials, Vendor};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -125,16 +125,26 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     let base = format!("http://{}", relay.wait_listening());
     let client = reqwest::Client::new();
 
-    let creds = |vendor: Vendor| match vendor {
-        Vendor::Kommunicate => Credentials::Token(Secret::new(token.clone())),
-        Vendor::Chatwoot => Credentials::Hmac {
-            secret: Secret::new(hmac.clone()),
-            tolerance: None,
-        },
-        Vendor::Cometchat => Credentials::Basic {
-            username: Secret::new(user.clone()),
-            password: Secret::new(password.clone()),
-        },
+    // This test's three sources, each with the credentials given to the relay above.
+    let creds = |vendor: Vendor| {
+        if vendor == kommunicate::VENDOR {
+            Credentials::new(kommunicate::Token(Secret::new(token.clone())))
+        } else if vendor == chatwoot::VENDOR {
+            Credentials::new(chatwoot::HmacSecret {
+                secret: Secret::new(hmac.clone()),
+                tolerance: None,
+            })
+        } else {
+            assert_eq!(
+                vendor,
+                cometchat::VENDOR,
+                "this test configures three vendors"
+            );
+            Credentials::new(cometchat::Basic {
+                username: Secret::new(user.clone()),
+                password: Secret::new(password.clone()),
+            })
+        }
     };
     let mut basic_values = Vec::new();
     let post = |source: &str, headers: Vec<(String, String)>, body: Vec<u8>| {
@@ -150,32 +160,32 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     for (source, vendor, file) in [
         (
             "kommunicate",
-            Vendor::Kommunicate,
+            kommunicate::VENDOR,
             "kommunicate/message_group.json",
         ),
         (
             "chatwoot",
-            Vendor::Chatwoot,
+            chatwoot::VENDOR,
             "chatwoot/message_created_incoming.json",
         ),
         (
             "cometchat",
-            Vendor::Cometchat,
+            cometchat::VENDOR,
             "cometchat/message_sent_text.json",
         ),
         (
             "cometchat",
-            Vendor::Cometchat,
+            cometchat::VENDOR,
             "cometchat/legacy_before_message.json",
         ),
         (
             "acme",
-            Vendor::Kommunicate,
+            kommunicate::VENDOR,
             "kommunicate/message_one_to_one.json",
         ),
     ] {
         let c = if source == "acme" {
-            Credentials::Token(Secret::new(file_token.clone()))
+            Credentials::new(kommunicate::Token(Secret::new(file_token.clone())))
         } else {
             creds(vendor)
         };
@@ -192,7 +202,7 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     }
     // The same delivery again (duplicate), then every refusal path.
     let k_body = fixture("kommunicate/message_group.json");
-    let k_ok = Vendor::Kommunicate.sign(&creds(Vendor::Kommunicate), &k_body, now);
+    let k_ok = kommunicate::VENDOR.sign(&creds(kommunicate::VENDOR), &k_body, now);
     assert_eq!(
         post("kommunicate", k_ok.clone(), k_body.clone())
             .await
@@ -203,15 +213,15 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     let json = || ("content-type".to_owned(), "application/json".to_owned());
     let wrong = |k: &str, v: &str| vec![json(), (k.to_owned(), v.to_owned())];
     let w_body = fixture("chatwoot/message_created_incoming.json");
-    let w_ok = Vendor::Chatwoot.sign(&creds(Vendor::Chatwoot), &w_body, now);
+    let w_ok = chatwoot::VENDOR.sign(&creds(chatwoot::VENDOR), &w_body, now);
     let mut w_bad = w_ok.clone();
     for (k, v) in &mut w_bad {
         if k.eq_ignore_ascii_case("x-chatwoot-signature") {
             *v = format!("sha256={}", "0".repeat(64));
         }
     }
-    let stale = Vendor::Chatwoot.sign(
-        &creds(Vendor::Chatwoot),
+    let stale = chatwoot::VENDOR.sign(
+        &creds(chatwoot::VENDOR),
         &w_body,
         now - time::Duration::hours(1),
     );

@@ -78,9 +78,7 @@ impl Settings {
     // Start-up only: the shared SettingsError's size costs nothing here.
     #[allow(clippy::result_large_err)]
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let s: Settings = settings::load(file)?;
-        s.validate()?;
-        Ok(s)
+        Self::load_with_env(file, std::env::vars().collect())
     }
 
     /// As [`Settings::load`] with the environment given (tests use this).
@@ -90,7 +88,8 @@ impl Settings {
         file: Option<&Path>,
         env: Vec<(String, String)>,
     ) -> Result<Self, SettingsError> {
-        let s: Settings = settings::load_with_env(file, env)?;
+        // The relay's sections are its own; any other key nothing reads is refused.
+        let s: Settings = settings::load_strict(file, env, settings::RELAY_ONLY)?;
         s.validate()?;
         Ok(s)
     }
@@ -106,6 +105,25 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typo_is_refused_and_the_relay_s_sections_are_left_to_it() {
+        let e = Settings::load_with_env(
+            None,
+            vec![("HOOKRELAY__WORKER__PREFECH".into(), "8".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("worker.prefech") && e.contains("did you mean `worker.prefetch`?"),
+            "{e}"
+        );
+        assert!(Settings::load_with_env(
+            None,
+            vec![("HOOKRELAY__SERVER__BIND".into(), "0.0.0.0:9".into())]
+        )
+        .is_ok());
+    }
 
     #[test]
     fn shipped_defaults_load() {

@@ -42,6 +42,12 @@ impl SettingsError {
     }
 }
 
+/// Top-level sections only the relay reads (the workers leave them to it).
+pub const RELAY_ONLY: &[&str] = &["server", "durability", "spool", "dedup", "sources"];
+
+/// Top-level sections only the workers read (the relay leaves them to them).
+pub const WORKERS_ONLY: &[&str] = &["worker", "archive", "forward"];
+
 /// Load the layers into `T`. `file` is the `--config` path, if any.
 pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, SettingsError> {
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -53,6 +59,97 @@ pub fn load_with_env<T: DeserializeOwned>(
     file: Option<&Path>,
     env: Vec<(String, String)>,
 ) -> Result<T, SettingsError> {
+    let (cfg, _) = build(file, env)?;
+    Ok(cfg.try_deserialize()?)
+}
+
+/// As [`load_with_env`], but a key nothing reads is an error naming it (and the
+/// environment variable that set it, and the nearest known key), so a typo such as
+/// `HOOKRELAY__DEDUP__BAKEND` or `bnid = ...` stops the start instead of being ignored.
+/// `foreign` lists the top-level sections another program reads from the same files
+/// (the relay and the workers share them); those are left to that program.
+pub fn load_strict<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env: Vec<(String, String)>,
+    foreign: &[&str],
+) -> Result<T, SettingsError> {
+    let (cfg, env_map) = build(file, env)?;
+    // The merged tree, for the names a typo is compared with.
+    let tree: serde_json::Value = cfg
+        .clone()
+        .try_deserialize()
+        .unwrap_or(serde_json::Value::Null);
+    let mut unknown = Vec::new();
+    let value: T = serde_ignored::deserialize(cfg, |path| unknown.push(path.to_string()))?;
+    for path in unknown {
+        let top = path.split('.').next().unwrap_or_default();
+        if foreign.contains(&top) {
+            continue;
+        }
+        return Err(SettingsError::key(
+            path.clone(),
+            unknown_key_reason(&path, &tree, &env_map, foreign),
+        ));
+    }
+    Ok(value)
+}
+
+/// "is not a known key (set by HOOKRELAY__X__Y; did you mean `x.z`?)".
+fn unknown_key_reason(
+    path: &str,
+    tree: &serde_json::Value,
+    env: &config::Map<String, String>,
+    foreign: &[&str],
+) -> String {
+    let (parent, leaf) = match path.rsplit_once('.') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, path),
+    };
+    let mut node = tree;
+    for part in parent.into_iter().flat_map(|p| p.split('.')) {
+        node = node.get(part).unwrap_or(&serde_json::Value::Null);
+    }
+    let mut siblings: Vec<String> = node
+        .as_object()
+        .map(|m| m.keys().filter(|k| *k != leaf).cloned().collect())
+        .unwrap_or_default();
+    if parent.is_none() {
+        siblings.extend(foreign.iter().map(|s| (*s).to_owned()));
+    }
+    let limit = (leaf.chars().count() / 3).max(1);
+    let nearest = siblings
+        .iter()
+        .map(|k| (strsim::osa_distance(leaf, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| match parent {
+            Some(p) => format!("{p}.{k}"),
+            None => k.clone(),
+        });
+    let var = format!(
+        "HOOKRELAY__{}",
+        path.to_ascii_uppercase().replace('.', "__")
+    );
+    let set_by = env
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case(&var))
+        .then(|| format!("set by {var}"));
+    let hints: Vec<String> = set_by
+        .into_iter()
+        .chain(nearest.map(|n| format!("did you mean `{n}`?")))
+        .collect();
+    if hints.is_empty() {
+        "is not a known key".to_owned()
+    } else {
+        format!("is not a known key ({})", hints.join("; "))
+    }
+}
+
+/// The layers, and the environment's `HOOKRELAY__*` variables.
+fn build(
+    file: Option<&Path>,
+    env: Vec<(String, String)>,
+) -> Result<(Config, config::Map<String, String>), SettingsError> {
     let mut builder = Config::builder();
     builder = match std::fs::read_to_string(DEFAULT_PATH) {
         Ok(text) => builder.add_source(File::from_str(&text, FileFormat::Toml)),
@@ -75,10 +172,9 @@ pub fn load_with_env<T: DeserializeOwned>(
             .separator("__")
             // No parsing: a secret like "007" must stay "007"; typed keys convert on deserialize.
             .try_parsing(false)
-            .source(Some(env_map)),
+            .source(Some(env_map.clone())),
     );
-    let cfg = builder.build()?;
-    Ok(cfg.try_deserialize()?)
+    Ok((builder.build()?, env_map))
 }
 
 /// A list given either as a TOML array or as one comma-separated string (the form an
@@ -130,6 +226,31 @@ mod tests {
         assert_eq!(p.amqp.exchange, "x.events");
         assert_eq!(p.amqp.uri.len(), 2);
         assert_eq!(p.amqp.uri[1].expose(), "amqp://b:5672/%2f");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_the_variable_and_the_nearest_key() {
+        let strict = |env: &[(&str, &str)]| {
+            load_strict::<Probe>(
+                None,
+                env.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                &[RELAY_ONLY, WORKERS_ONLY, &["log", "history"]].concat(),
+            )
+        };
+        let e = strict(&[("HOOKRELAY__AMQP__EXCHANGES", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("amqp.exchanges"), "{e}");
+        assert!(e.contains("set by HOOKRELAY__AMQP__EXCHANGES"), "{e}");
+        assert!(e.contains("did you mean `amqp.exchange`?"), "{e}");
+        let e = strict(&[("HOOKRELAY__AMPQ__URI", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ampq`") || e.contains("ampq"), "{e}");
+        // Another program's section is left to it.
+        assert!(strict(&[("HOOKRELAY__WORKER__PREFETCH", "1")]).is_ok());
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! Checks that hookrelay's deployment files agree with the SPEC and with the code.
+//! Checks that hookrelay's deployment files agree with the documented interface (README, docs/) and with the code.
 //!
 //! # Layout
 //!
 //! The crate has no library code; `cargo test -p hookrelay-deploy-check` runs one test
 //! binary, `tests/deploy/`:
 //!
-//! - `compose`: `docker-compose.yml` parses, runs the SPEC's binaries and subcommands
-//!   with the SPEC's `HOOKRELAY__*` names, takes the relay's credentials from `.env`
+//! - `compose`: `docker-compose.yml` parses, runs the documented binaries and subcommands
+//!   with the documented `HOOKRELAY__*` names, takes the relay's credentials from `.env`
 //!   (documented in `.env.example`), mounts files that exist, has healthchecks and
 //!   waits for a healthy broker.
 //! - `dockerfile`: multi-stage with a cached dependency layer, a non-root

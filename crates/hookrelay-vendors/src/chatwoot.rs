@@ -1,10 +1,14 @@
 //! Chatwoot: `X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "<ts>." + raw body)>`
 //! with `X-Chatwoot-Timestamp` (unix seconds), and `X-Chatwoot-Delivery` (a UUID per
-//! event and target URL) as the delivery id. The `event` key names the event
-//! (VENDORS.md §2).
+//! event and target URL) as the delivery id. The `event` key names the event (see
+//! docs/VENDORS.md).
 
+use crate::keys::{Key, KeyError, KeyKind, KeyValues};
 use crate::util::{self, Object};
-use crate::{AuthError, Credentials, Headers, Normalized, PayloadError};
+use crate::{AuthError, Contract, Credentials, Headers, Normalized, PayloadError, Vendor};
+use hookrelay_common::routing::Prefix;
+use hookrelay_common::Secret;
+use std::time::Duration;
 use hmac::{Hmac, Mac};
 use hookrelay_common::event::{
     rfc3339, Attachment, Contact, Conversation, ConversationRef, Direction, Message, Party,
@@ -15,6 +19,152 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The vendor, for the registry and for code that names it.
+pub struct Chatwoot;
+
+/// This vendor's handle.
+pub const VENDOR: Vendor = Vendor(&Chatwoot);
+
+/// A Chatwoot source's credentials: the webhook's HMAC secret and the replay window
+/// (`None` turns the window off, for fixed test vectors).
+#[derive(Clone)]
+pub struct HmacSecret {
+    pub secret: Secret,
+    pub tolerance: Option<Duration>,
+}
+
+/// `secret` (or `secret_file`) and `signature_tolerance_secs`.
+const KEYS: &[Key] = &[
+    Key {
+        name: "secret",
+        kind: KeyKind::Secret,
+        demo: Some("test-chatwoot-webhook-secret"),
+    },
+    Key {
+        name: "signature_tolerance_secs",
+        kind: KeyKind::Seconds { default: 300 },
+        demo: None,
+    },
+];
+
+impl Contract for Chatwoot {
+    fn name(&self) -> &'static str {
+        "chatwoot"
+    }
+    fn keys(&self) -> &'static [Key] {
+        KEYS
+    }
+    fn credentials(&self, keys: &KeyValues) -> Result<Credentials, KeyError> {
+        Ok(Credentials::new(HmacSecret {
+            secret: keys.secret("secret")?,
+            tolerance: Some(Duration::from_secs(keys.seconds("signature_tolerance_secs")?)),
+        }))
+    }
+    fn verify(
+        &self,
+        creds: &Credentials,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), AuthError> {
+        verify(creds, headers, body, now)
+    }
+    fn normalize(
+        &self,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Normalized, PayloadError> {
+        normalize(headers, body, now)
+    }
+    fn sign(&self, creds: &Credentials, body: &[u8], now: OffsetDateTime) -> Vec<(String, String)> {
+        sign(creds, body, now)
+    }
+    fn basic_auth_challenge(&self) -> bool {
+        false
+    }
+    fn events(&self) -> &'static [(&'static str, &'static str)] {
+        EVENTS
+    }
+    fn event_patterns(&self) -> &'static [(&'static str, &'static str)] {
+        &[("<event>", "unmapped.<event>")]
+    }
+    fn signs_body(&self) -> bool {
+        true
+    }
+    fn routing_prefix(&self) -> Prefix {
+        Prefix::Vendor
+    }
+    fn id_names_vendor_event(&self) -> bool {
+        true
+    }
+    fn fixtures_dir(&self) -> &'static str {
+        "chatwoot"
+    }
+    /// A canonical decimal timestamp within the window, and exactly the signature `sign`
+    /// makes at that time.
+    #[cfg(feature = "test-support")]
+    fn genuine(
+        &self,
+        creds: &Credentials,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> bool {
+        use crate::testing::{signed_value, unique};
+        let Some(HmacSecret { tolerance, .. }) = creds.get::<HmacSecret>() else {
+            return false;
+        };
+        let (Some(ts), Some(sig)) = (
+            unique(headers, TIMESTAMP_HEADER),
+            unique(headers, SIGNATURE_HEADER),
+        ) else {
+            return false;
+        };
+        let Some(secs) = std::str::from_utf8(ts)
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok().filter(|s| s.to_string() == t))
+        else {
+            return false;
+        };
+        if let Some(tol) = tolerance {
+            if (i128::from(now.unix_timestamp()) - i128::from(secs)).abs()
+                > i128::from(tol.as_secs())
+            {
+                return false;
+            }
+        }
+        let Ok(at) = OffsetDateTime::from_unix_timestamp(secs) else {
+            return false;
+        };
+        let signed = sign(creds, body, at);
+        signed_value(&signed, SIGNATURE_HEADER).as_deref() == Some(sig)
+            && signed_value(&signed, TIMESTAMP_HEADER).as_deref() == Some(ts)
+    }
+    #[cfg(feature = "test-support")]
+    fn samples(&self) -> &'static crate::testing::Samples {
+        static SAMPLES: crate::testing::Samples = crate::testing::Samples {
+            events: &[
+                "message_created",
+                "message_updated",
+                "conversation_created",
+                "conversation_status_changed",
+                "contact_created",
+                "webwidget_triggered",
+                "automation_event.conversation_created",
+                "Weird Event/Ä",
+                "",
+            ],
+            required: &["event"],
+            credential_header: SIGNATURE_HEADER,
+            complete: |obj, event, _id, _data| {
+                obj.insert("event".into(), event.into());
+            },
+        };
+        &SAMPLES
+    }
+}
 
 pub const TIMESTAMP_HEADER: &str = "X-Chatwoot-Timestamp";
 pub const SIGNATURE_HEADER: &str = "X-Chatwoot-Signature";
@@ -40,7 +190,7 @@ pub fn verify(
     body: &[u8],
     now: OffsetDateTime,
 ) -> Result<(), AuthError> {
-    let Credentials::Hmac { secret, tolerance } = creds else {
+    let Some(HmacSecret { secret, tolerance }) = creds.get::<HmacSecret>() else {
         return Err(AuthError::WrongKind);
     };
     if secret.is_empty() {
@@ -112,7 +262,7 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 /// timestamp and body (pure: no randomness), so two sends in different seconds differ.
 pub fn sign(creds: &Credentials, body: &[u8], now: OffsetDateTime) -> Vec<(String, String)> {
     let mut out = vec![("Content-Type".to_owned(), "application/json".to_owned())];
-    if let Credentials::Hmac { secret, .. } = creds {
+    if let Some(HmacSecret { secret, .. }) = creds.get::<HmacSecret>() {
         let ts = now.unix_timestamp().to_string();
         out.push(("Accept".to_owned(), "application/json".to_owned()));
         out.push((DELIVERY_HEADER.to_owned(), delivery_id(&ts, body)));
@@ -257,7 +407,7 @@ pub fn normalize(
             n.time = update_time(&root);
         }
         e if e.starts_with("automation_event.") => {
-            // Automation rules re-send a conversation snapshot (VENDORS.md §2).
+            // Automation rules re-send a conversation snapshot (docs/VENDORS.md, chatwoot).
             n.subject = util::get_id(&root, "id");
         }
         _ => {}
@@ -482,7 +632,7 @@ fn conversation(c: &Object) -> Conversation {
 }
 
 // ---------------------------------------------------------------------------------------
-// Idempotency (VENDORS.md §2)
+// Idempotency (docs/VENDORS.md, chatwoot: dedup key)
 
 /// 1. `X-Chatwoot-Delivery` when present (and sane).
 /// 2. Typing events are never deduplicated: the key includes the receipt time.
@@ -547,8 +697,6 @@ fn dedup_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookrelay_common::Secret;
-    use std::time::Duration;
 
     const SECRET: &str = "test-chatwoot-webhook-secret";
 
@@ -557,10 +705,10 @@ mod tests {
     }
 
     fn creds(tolerance: Option<u64>) -> Credentials {
-        Credentials::Hmac {
+        Credentials::new(HmacSecret {
             secret: Secret::new(SECRET),
             tolerance: tolerance.map(Duration::from_secs),
-        }
+        })
     }
 
     fn headers<'a>(pairs: &'a [(&'a str, String)]) -> Headers<'a> {

@@ -1,11 +1,14 @@
 //! CometChat: `{"trigger", "data", "appId", "region", "webhook"}` with optional
-//! `Authorization: Basic base64(username:password)` (VENDORS.md §3).
+//! `Authorization: Basic base64(username:password)` (see docs/VENDORS.md).
 //!
 //! Two systems share the endpoint: the current one (message at `data.message`) and the
 //! legacy one (`after_message` / `before_message`, message at `data` itself).
 
+use crate::keys::{Key, KeyError, KeyKind, KeyValues};
 use crate::util::{self, Object};
-use crate::{AuthError, Credentials, Headers, Normalized, PayloadError};
+use crate::{AuthError, Contract, Credentials, Headers, Normalized, PayloadError, Vendor};
+use hookrelay_common::routing::Prefix;
+use hookrelay_common::Secret;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
@@ -15,6 +18,147 @@ use hookrelay_common::event::{
 use hookrelay_common::routing::unmapped_event;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
+
+/// The vendor, for the registry and for code that names it.
+pub struct Cometchat;
+
+/// This vendor's handle.
+pub const VENDOR: Vendor = Vendor(&Cometchat);
+
+/// A CometChat source's credentials: the Basic auth user and password of its webhook.
+#[derive(Clone)]
+pub struct Basic {
+    pub username: Secret,
+    pub password: Secret,
+}
+
+/// `username` and `password` (or their `_file`s).
+const KEYS: &[Key] = &[
+    Key {
+        name: "username",
+        kind: KeyKind::Identity,
+        demo: Some("relayuser"),
+    },
+    Key {
+        name: "password",
+        kind: KeyKind::Secret,
+        demo: Some("s3cretPa55"),
+    },
+];
+
+impl Contract for Cometchat {
+    fn name(&self) -> &'static str {
+        "cometchat"
+    }
+    fn keys(&self) -> &'static [Key] {
+        KEYS
+    }
+    fn credentials(&self, keys: &KeyValues) -> Result<Credentials, KeyError> {
+        let username = keys.secret("username")?;
+        if username.expose().contains(':') {
+            // RFC 7617: the user-id ends at the first colon, so no request could ever
+            // match; say so now rather than answer every delivery 401.
+            return Err(KeyError::new(
+                "username",
+                "must not contain ':' (HTTP Basic ends the user name at the first colon)",
+            ));
+        }
+        Ok(Credentials::new(Basic {
+            username,
+            password: keys.secret("password")?,
+        }))
+    }
+    fn verify(
+        &self,
+        creds: &Credentials,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), AuthError> {
+        verify(creds, headers, body, now)
+    }
+    fn normalize(
+        &self,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Normalized, PayloadError> {
+        normalize(headers, body, now)
+    }
+    fn sign(&self, creds: &Credentials, body: &[u8], now: OffsetDateTime) -> Vec<(String, String)> {
+        sign(creds, body, now)
+    }
+    fn basic_auth_challenge(&self) -> bool {
+        true
+    }
+    fn events(&self) -> &'static [(&'static str, &'static str)] {
+        EVENTS
+    }
+    fn event_patterns(&self) -> &'static [(&'static str, &'static str)] {
+        &[GROUP_PATTERN, ("<trigger>", "unmapped.<trigger>")]
+    }
+    fn signs_body(&self) -> bool {
+        false
+    }
+    fn routing_prefix(&self) -> Prefix {
+        Prefix::Vendor
+    }
+    fn id_names_vendor_event(&self) -> bool {
+        true
+    }
+    fn fixtures_dir(&self) -> &'static str {
+        "cometchat"
+    }
+    /// `Basic ` in any case, then the base64 `sign` makes, with or without its padding.
+    #[cfg(feature = "test-support")]
+    fn genuine(
+        &self,
+        creds: &Credentials,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> bool {
+        use crate::testing::{signed_value, unique};
+        let Some(got) = unique(headers, AUTH_HEADER) else {
+            return false;
+        };
+        let Some(expected) = signed_value(&sign(creds, body, now), AUTH_HEADER) else {
+            return false;
+        };
+        let (scheme, b64) = (&expected[..6], &expected[6..]);
+        let unpadded = b64
+            .strip_suffix(b"==")
+            .or_else(|| b64.strip_suffix(b"="))
+            .unwrap_or(b64);
+        got.len() > 6
+            && got[..6].eq_ignore_ascii_case(scheme)
+            && (&got[6..] == b64 || &got[6..] == unpadded)
+    }
+    #[cfg(feature = "test-support")]
+    fn samples(&self) -> &'static crate::testing::Samples {
+        static SAMPLES: crate::testing::Samples = crate::testing::Samples {
+            events: &[
+                "message_sent",
+                "after_message",
+                "before_message",
+                "message_edited",
+                "message_deleted",
+                "message_read_receipt",
+                "message_reaction_added",
+                "group_member_joined",
+                "call_initiated",
+                "",
+            ],
+            required: &["trigger"],
+            credential_header: AUTH_HEADER,
+            complete: |obj, event, _id, data| {
+                obj.insert("trigger".into(), event.into());
+                obj.insert("data".into(), serde_json::Value::Object(data));
+            },
+        };
+        &SAMPLES
+    }
+}
 
 pub const AUTH_HEADER: &str = "Authorization";
 
@@ -40,7 +184,7 @@ pub fn verify(
     _body: &[u8],
     _now: OffsetDateTime,
 ) -> Result<(), AuthError> {
-    let Credentials::Basic { username, password } = creds else {
+    let Some(Basic { username, password }) = creds.get::<Basic>() else {
         return Err(AuthError::WrongKind);
     };
     if username.is_empty() || password.is_empty() || username.expose().contains(':') {
@@ -74,7 +218,7 @@ pub fn verify(
 /// `Authorization`.
 pub fn sign(creds: &Credentials, _body: &[u8], _now: OffsetDateTime) -> Vec<(String, String)> {
     let mut out = vec![("Content-Type".to_owned(), "application/json".to_owned())];
-    if let Credentials::Basic { username, password } = creds {
+    if let Some(Basic { username, password }) = creds.get::<Basic>() {
         let user_info = format!("{}:{}", username.expose(), password.expose());
         out.push((
             AUTH_HEADER.to_owned(),
@@ -271,7 +415,7 @@ pub fn normalize(
 
     if shape == Shape::BeforeSend {
         // Merged by CometChat into the message's metadata: answer nothing, and never
-        // `do_not_propagate` (VENDORS.md §3).
+        // `do_not_propagate` (docs/VENDORS.md, cometchat).
         n.reply = Some(json!({}));
     }
     n.dedup_key = dedup_key(body, trigger, shape, &app_id, data, outer);
@@ -461,7 +605,7 @@ fn group_conversation(group: &Object) -> Conversation {
 }
 
 // ---------------------------------------------------------------------------------------
-// Idempotency (VENDORS.md §3)
+// Idempotency (docs/VENDORS.md, cometchat: dedup key)
 
 /// A scalar's text for a key part: strings as they are, numbers as written.
 fn scalar_text(v: Option<&Value>) -> String {
@@ -552,17 +696,16 @@ fn member_uids(data: &Object) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookrelay_common::Secret;
 
     fn now() -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_791_969_697).unwrap()
     }
 
     fn creds() -> Credentials {
-        Credentials::Basic {
+        Credentials::new(Basic {
             username: Secret::new("relayuser"),
             password: Secret::new("s3cretPa55"),
-        }
+        })
     }
 
     fn check_with(creds: &Credentials, pairs: &[(&str, &str)]) -> Result<(), AuthError> {
@@ -644,20 +787,20 @@ mod tests {
     #[test]
     fn username_with_colon() {
         // A password may contain colons: the split is at the first one.
-        let colon_pw = Credentials::Basic {
+        let colon_pw = Credentials::new(Basic {
             username: Secret::new("relayuser"),
             password: Secret::new("a:b"),
-        };
+        });
         assert_eq!(
             check_with(&colon_pw, &[("Authorization", &basic("relayuser:a:b"))]),
             Ok(())
         );
         // A username cannot: such credentials are unsatisfiable, so rejected outright,
         // and a colon-shifted header does not match the real pair.
-        let colon_user = Credentials::Basic {
+        let colon_user = Credentials::new(Basic {
             username: Secret::new("relay:user"),
             password: Secret::new("pw"),
-        };
+        });
         assert_eq!(
             check_with(&colon_user, &[("Authorization", &basic("relay:user:pw"))]),
             Err(AuthError::WrongKind)
@@ -672,15 +815,15 @@ mod tests {
     fn wrong_or_empty_credentials_fail_closed() {
         let ok = basic("relayuser:s3cretPa55");
         let pairs = [("Authorization", ok.as_str())];
-        let empty = Credentials::Basic {
+        let empty = Credentials::new(Basic {
             username: Secret::new("relayuser"),
             password: Secret::new(""),
-        };
+        });
         assert_eq!(check_with(&empty, &pairs), Err(AuthError::WrongKind));
-        let token = Credentials::Token(Secret::new("abcdef"));
+        let token = Credentials::new(crate::kommunicate::Token(Secret::new("abcdef")));
         assert_eq!(check_with(&token, &pairs), Err(AuthError::WrongKind));
         assert_eq!(
-            check_with(&Credentials::None, &pairs),
+            check_with(&Credentials::NONE, &pairs),
             Err(AuthError::WrongKind)
         );
     }
@@ -692,7 +835,7 @@ mod tests {
             "Authorization".into(),
             "Basic cmVsYXl1c2VyOnMzY3JldFBhNTU=".into()
         )));
-        assert_eq!(sign(&Credentials::None, b"{}", now()).len(), 1);
+        assert_eq!(sign(&Credentials::NONE, b"{}", now()).len(), 1);
     }
 
     fn norm(body: &str) -> Result<Normalized, PayloadError> {

@@ -1,15 +1,116 @@
 //! Kommunicate: one JSON object per message, `Authentication: Basic base64(token)`.
 //!
-//! There is no event field, no signature, no timestamp and no delivery id (VENDORS.md
-//! §1). Every message POST is `message.created`; the message `key` is the dedup key.
+//! There is no event field, no signature, no timestamp and no delivery id (see
+//! docs/VENDORS.md). Every message POST is `message.created`; the message `key` is the dedup key.
 //! A *Custom Bot* payload (it carries `eventName`) is a different contract the relay does
 //! not implement: it is routed as `unmapped.<eventname>`.
 
+use crate::keys::{Key, KeyError, KeyKind, KeyValues};
 use crate::util::{self, Object};
-use crate::{AuthError, Credentials, Headers, Normalized, PayloadError};
+use crate::{AuthError, Contract, Credentials, Headers, Normalized, PayloadError, Vendor};
+use hookrelay_common::routing::Prefix;
+use hookrelay_common::Secret;
 use hookrelay_common::event::{rfc3339, Attachment, ConversationRef, Message, Party, Recipient};
 use hookrelay_common::routing::unmapped_event;
 use time::OffsetDateTime;
+
+/// The vendor, for the registry and for code that names it.
+pub struct Kommunicate;
+
+/// This vendor's handle.
+pub const VENDOR: Vendor = Vendor(&Kommunicate);
+
+/// A Kommunicate source's credentials: the token of its webhook.
+#[derive(Clone)]
+pub struct Token(pub Secret);
+
+/// `token` (or `token_file`): what Kommunicate puts into `Authentication`.
+const KEYS: &[Key] = &[Key {
+    name: "token",
+    kind: KeyKind::Secret,
+    demo: Some("abcdef"),
+}];
+
+impl Contract for Kommunicate {
+    fn name(&self) -> &'static str {
+        "kommunicate"
+    }
+    fn keys(&self) -> &'static [Key] {
+        KEYS
+    }
+    fn credentials(&self, keys: &KeyValues) -> Result<Credentials, KeyError> {
+        Ok(Credentials::new(Token(keys.secret("token")?)))
+    }
+    fn verify(
+        &self,
+        creds: &Credentials,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), AuthError> {
+        verify(creds, headers, body, now)
+    }
+    fn normalize(
+        &self,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Normalized, PayloadError> {
+        normalize(headers, body, now)
+    }
+    fn sign(&self, creds: &Credentials, body: &[u8], now: OffsetDateTime) -> Vec<(String, String)> {
+        sign(creds, body, now)
+    }
+    fn basic_auth_challenge(&self) -> bool {
+        true
+    }
+    fn events(&self) -> &'static [(&'static str, &'static str)] {
+        EVENTS
+    }
+    fn event_patterns(&self) -> &'static [(&'static str, &'static str)] {
+        &[("<eventName>", "unmapped.<eventname>")]
+    }
+    fn signs_body(&self) -> bool {
+        false
+    }
+    fn routing_prefix(&self) -> Prefix {
+        Prefix::Vendor
+    }
+    fn id_names_vendor_event(&self) -> bool {
+        true
+    }
+    fn fixtures_dir(&self) -> &'static str {
+        "kommunicate"
+    }
+    /// Exactly the `Authentication` value `sign` makes, once.
+    #[cfg(feature = "test-support")]
+    fn genuine(
+        &self,
+        creds: &Credentials,
+        headers: &Headers<'_>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> bool {
+        use crate::testing::{signed_value, unique};
+        let expected = signed_value(&sign(creds, body, now), AUTH_HEADER);
+        expected.is_some() && unique(headers, AUTH_HEADER).map(<[u8]>::to_vec) == expected
+    }
+    #[cfg(feature = "test-support")]
+    fn samples(&self) -> &'static crate::testing::Samples {
+        static SAMPLES: crate::testing::Samples = crate::testing::Samples {
+            events: &["", "WELCOME", "KOMMUNICATE_MEDIA_EVENT"],
+            required: &["key"],
+            credential_header: AUTH_HEADER,
+            complete: |obj, event, id, _data| {
+                obj.insert("key".into(), format!("k-{id}").into());
+                if !event.is_empty() {
+                    obj.insert("eventName".into(), event.into());
+                }
+            },
+        };
+        &SAMPLES
+    }
+}
 
 /// The credential header. Kommunicate calls it `Authentication`, not `Authorization`.
 pub const AUTH_HEADER: &str = "Authentication";
@@ -29,7 +130,7 @@ pub fn verify(
     _body: &[u8],
     _now: OffsetDateTime,
 ) -> Result<(), AuthError> {
-    let Credentials::Token(token) = creds else {
+    let Some(Token(token)) = creds.get::<Token>() else {
         return Err(AuthError::WrongKind);
     };
     if token.is_empty() {
@@ -50,7 +151,7 @@ pub fn verify(
 /// The headers Kommunicate sends: `Content-Type` and, with a token, `Authentication`.
 pub fn sign(creds: &Credentials, _body: &[u8], _now: OffsetDateTime) -> Vec<(String, String)> {
     let mut out = vec![("Content-Type".to_owned(), "application/json".to_owned())];
-    if let Credentials::Token(token) = creds {
+    if let Some(Token(token)) = creds.get::<Token>() {
         out.push((
             AUTH_HEADER.to_owned(),
             util::basic_header(token.expose().as_bytes()),
@@ -146,14 +247,13 @@ fn attachment(file: &Object) -> Attachment {
 mod tests {
     use super::*;
     use hookrelay_common::event::Direction;
-    use hookrelay_common::Secret;
 
     fn now() -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_791_969_697).unwrap()
     }
 
     fn creds() -> Credentials {
-        Credentials::Token(Secret::new("abcdef"))
+        Credentials::new(Token(Secret::new("abcdef")))
     }
 
     fn check(pairs: &[(&str, &str)]) -> Result<(), AuthError> {
@@ -211,15 +311,15 @@ mod tests {
     fn wrong_or_empty_credentials_fail_closed() {
         let mut h = Headers::new();
         h.push("Authentication", b"Basic ");
-        let empty = Credentials::Token(Secret::new(""));
+        let empty = Credentials::new(Token(Secret::new("")));
         assert_eq!(verify(&empty, &h, b"{}", now()), Err(AuthError::WrongKind));
-        let basic = Credentials::Basic {
+        let basic = Credentials::new(crate::cometchat::Basic {
             username: Secret::new("a"),
             password: Secret::new("b"),
-        };
+        });
         assert_eq!(verify(&basic, &h, b"{}", now()), Err(AuthError::WrongKind));
         assert_eq!(
-            verify(&Credentials::None, &h, b"{}", now()),
+            verify(&Credentials::NONE, &h, b"{}", now()),
             Err(AuthError::WrongKind)
         );
     }
@@ -231,7 +331,7 @@ mod tests {
         let h = Headers::from_pairs(&headers);
         assert_eq!(verify(&creds(), &h, b"{}", now()), Ok(()));
         assert_eq!(
-            sign(&Credentials::None, b"{}", now()),
+            sign(&Credentials::NONE, b"{}", now()),
             vec![("Content-Type".to_owned(), "application/json".to_owned())]
         );
     }

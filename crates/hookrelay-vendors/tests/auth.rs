@@ -5,16 +5,16 @@ mod common;
 
 use common::*;
 use hookrelay_common::Secret;
-use hookrelay_vendors::{chatwoot, AuthError, Credentials, Vendor};
+use hookrelay_vendors::chatwoot::HmacSecret;
+use hookrelay_vendors::{chatwoot, cometchat, kommunicate, AuthError, Credentials, Vendor};
 use std::time::Duration;
 
 const CW_FILE: &str = "chatwoot/message_created_incoming.json";
 
 fn cw_secret() -> Vec<u8> {
-    match creds(Vendor::Chatwoot) {
-        Credentials::Hmac { secret, .. } => secret.expose().as_bytes().to_vec(),
-        _ => unreachable!(),
-    }
+    let creds = creds(chatwoot::VENDOR);
+    let hmac = creds.get::<HmacSecret>().expect("Chatwoot credentials");
+    hmac.secret.expose().as_bytes().to_vec()
 }
 
 fn cw_sig(secret: &[u8], ts: &str, body: &[u8]) -> String {
@@ -23,8 +23,8 @@ fn cw_sig(secret: &[u8], ts: &str, body: &[u8]) -> String {
 
 fn cw_verify(pairs: &[(&str, &str)], body: &[u8]) -> Result<(), AuthError> {
     verify_with(
-        Vendor::Chatwoot,
-        &creds(Vendor::Chatwoot),
+        chatwoot::VENDOR,
+        &creds(chatwoot::VENDOR),
         pairs,
         body,
         now(),
@@ -37,7 +37,7 @@ fn cw_verify(pairs: &[(&str, &str)], body: &[u8]) -> Result<(), AuthError> {
 #[test]
 fn chatwoot_accepts_what_sign_produces() {
     let body = fixture(CW_FILE);
-    let pairs = Vendor::Chatwoot.sign(&creds(Vendor::Chatwoot), &body, now());
+    let pairs = chatwoot::VENDOR.sign(&creds(chatwoot::VENDOR), &body, now());
     let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
     for h in [
         "Content-Type",
@@ -54,8 +54,8 @@ fn chatwoot_accepts_what_sign_produces() {
         .1;
     assert_eq!(ts, "1791969697");
     let headers = headers_from(&pairs);
-    assert!(Vendor::Chatwoot
-        .verify(&creds(Vendor::Chatwoot), &headers, &body, now())
+    assert!(chatwoot::VENDOR
+        .verify(&creds(chatwoot::VENDOR), &headers, &body, now())
         .is_ok());
 }
 
@@ -126,13 +126,13 @@ fn chatwoot_stale_and_future() {
         Err(AuthError::Stale)
     );
     // Tolerance `None`: no window at all.
-    let no_window = Credentials::Hmac {
+    let no_window = Credentials::new(HmacSecret {
         secret: Secret::new(String::from_utf8(cw_secret()).unwrap()),
         tolerance: None,
-    };
+    });
     assert_eq!(
         verify_with(
-            Vendor::Chatwoot,
+            chatwoot::VENDOR,
             &no_window,
             &[("X-Chatwoot-Timestamp", ts), ("X-Chatwoot-Signature", &sig)],
             &body,
@@ -280,13 +280,13 @@ fn chatwoot_verifies_raw_bytes_before_parsing() {
     // Not JSON at all, but correctly signed: authentication passes, the payload check
     // (400, not 401) is what refuses it.
     let body = b"\xff\xfe not json";
-    let pairs = Vendor::Chatwoot.sign(&creds(Vendor::Chatwoot), body, now());
+    let pairs = chatwoot::VENDOR.sign(&creds(chatwoot::VENDOR), body, now());
     let headers = headers_from(&pairs);
-    let verified = Vendor::Chatwoot
-        .verify(&creds(Vendor::Chatwoot), &headers, body, now())
+    let verified = chatwoot::VENDOR
+        .verify(&creds(chatwoot::VENDOR), &headers, body, now())
         .expect("raw bytes verify");
     assert!(matches!(
-        Vendor::Chatwoot.normalize(&verified, now()),
+        chatwoot::VENDOR.normalize(&verified, now()),
         Err(hookrelay_vendors::PayloadError::NotJson(_))
     ));
     // Re-serializing changes the bytes and breaks the signature.
@@ -311,8 +311,8 @@ fn chatwoot_verifies_raw_bytes_before_parsing() {
 
 fn km(pairs: &[(&str, &str)]) -> Result<(), AuthError> {
     verify_with(
-        Vendor::Kommunicate,
-        &creds(Vendor::Kommunicate),
+        kommunicate::VENDOR,
+        &creds(kommunicate::VENDOR),
         pairs,
         b"{}",
         now(),
@@ -376,8 +376,8 @@ fn kommunicate_auth() {
 
 fn cc(pairs: &[(&str, &str)]) -> Result<(), AuthError> {
     verify_with(
-        Vendor::Cometchat,
-        &creds(Vendor::Cometchat),
+        cometchat::VENDOR,
+        &creds(cometchat::VENDOR),
         pairs,
         b"{}",
         now(),
@@ -452,10 +452,10 @@ fn cometchat_auth() {
 #[test]
 fn credentials_of_another_vendor_are_wrong_kind() {
     let body = b"{}";
-    for vendor in Vendor::ALL {
+    for &vendor in Vendor::ALL {
         let pairs = vendor.sign(&creds(vendor), body, now());
         let headers = headers_from(&pairs);
-        for other in Vendor::ALL {
+        for &other in Vendor::ALL {
             let result = vendor.verify(&creds(other), &headers, body, now());
             if other == vendor {
                 assert!(result.is_ok(), "{vendor:?}");
@@ -473,12 +473,12 @@ fn credentials_of_another_vendor_are_wrong_kind() {
 #[test]
 fn allow_unauthenticated_passes_anything() {
     let headers = hookrelay_vendors::Headers::new();
-    for vendor in Vendor::ALL {
+    for &vendor in Vendor::ALL {
         assert!(vendor
-            .verify(&Credentials::None, &headers, b"whatever", now())
+            .verify(&Credentials::NONE, &headers, b"whatever", now())
             .is_ok());
         assert_eq!(
-            vendor.sign(&Credentials::None, b"{}", now()),
+            vendor.sign(&Credentials::NONE, b"{}", now()),
             vec![("Content-Type".to_owned(), "application/json".to_owned())]
         );
     }
@@ -487,27 +487,27 @@ fn allow_unauthenticated_passes_anything() {
 #[test]
 fn empty_secrets_fail_closed() {
     let headers = hookrelay_vendors::Headers::new();
-    let empty_hmac = Credentials::Hmac {
+    let empty_hmac = Credentials::new(HmacSecret {
         secret: Secret::new(""),
         tolerance: Some(Duration::from_secs(300)),
-    };
+    });
     assert_eq!(
-        Vendor::Chatwoot
+        chatwoot::VENDOR
             .verify(&empty_hmac, &headers, b"{}", now())
             .err(),
         Some(AuthError::WrongKind)
     );
-    let empty_token = Credentials::Token(Secret::new(""));
+    let empty_token = Credentials::new(kommunicate::Token(Secret::new("")));
     let pairs = [("Authentication", "Basic ")];
     assert_eq!(
-        verify_with(Vendor::Kommunicate, &empty_token, &pairs, b"{}", now()),
+        verify_with(kommunicate::VENDOR, &empty_token, &pairs, b"{}", now()),
         Err(AuthError::WrongKind)
     );
 }
 
 #[test]
 fn basic_vendors_are_flagged_for_www_authenticate() {
-    assert!(Vendor::Kommunicate.uses_basic_auth());
-    assert!(Vendor::Cometchat.uses_basic_auth());
-    assert!(!Vendor::Chatwoot.uses_basic_auth());
+    assert!(kommunicate::VENDOR.uses_basic_auth());
+    assert!(cometchat::VENDOR.uses_basic_auth());
+    assert!(!chatwoot::VENDOR.uses_basic_auth());
 }

@@ -4,16 +4,17 @@ mod common;
 
 use common::*;
 use hookrelay_common::routing::routing_key;
-use hookrelay_vendors::{PayloadError, Vendor};
+use hookrelay_vendors::{chatwoot, cometchat, kommunicate, PayloadError, Vendor};
 use serde_json::{json, Value};
 
-/// A minimal valid body per vendor, with `extra` spliced in as one more member.
+/// A minimal valid body per vendor (from its samples), with `extra` spliced in as one
+/// more member.
 fn minimal(vendor: Vendor, extra: &str) -> String {
-    let base = match vendor {
-        Vendor::Kommunicate => r#"{"key":"k-1""#,
-        Vendor::Chatwoot => r#"{"event":"message_created""#,
-        Vendor::Cometchat => r#"{"trigger":"message_sent","data":{}"#,
-    };
+    let samples = vendor.contract().samples();
+    let mut obj = serde_json::Map::new();
+    (samples.complete)(&mut obj, samples.events[0], "k-1", serde_json::Map::new());
+    let text = serde_json::to_string(&obj).unwrap();
+    let base = text.strip_suffix('}').unwrap();
     if extra.is_empty() {
         format!("{base}}}")
     } else {
@@ -27,13 +28,8 @@ fn is_not_json(r: &Result<hookrelay_vendors::Normalized, PayloadError>) -> bool 
 
 #[test]
 fn hostile_bodies_are_payload_errors() {
-    for vendor in Vendor::ALL {
-        let fixture_file = match vendor {
-            Vendor::Kommunicate => "kommunicate/message_group.json",
-            Vendor::Chatwoot => "chatwoot/message_created_incoming.json",
-            Vendor::Cometchat => "cometchat/message_sent_text.json",
-        };
-        let full = fixture(fixture_file);
+    for &vendor in Vendor::ALL {
+        let full = first_fixture(vendor);
         let truncated = &full[..full.len() / 2];
         assert!(is_not_json(&deliver(vendor, b"")), "{vendor:?} empty");
         assert!(is_not_json(&deliver(vendor, b"   ")), "{vendor:?} blank");
@@ -66,7 +62,7 @@ fn hostile_bodies_are_payload_errors() {
 
 #[test]
 fn not_json_detail_is_serdes_message() {
-    match deliver(Vendor::Kommunicate, b"{\"key\":") {
+    match deliver(kommunicate::VENDOR, b"{\"key\":") {
         Err(PayloadError::NotJson(detail)) => {
             assert!(detail.contains("EOF"), "{detail}");
         }
@@ -76,7 +72,7 @@ fn not_json_detail_is_serdes_message() {
 
 #[test]
 fn moderate_nesting_is_accepted() {
-    for vendor in Vendor::ALL {
+    for &vendor in Vendor::ALL {
         let deep = format!("\"deep\":{}1{}", "[".repeat(40), "]".repeat(40));
         let n = deliver(vendor, minimal(vendor, &deep).as_bytes());
         assert!(n.is_ok(), "{vendor:?}: {n:?}");
@@ -87,7 +83,7 @@ fn moderate_nesting_is_accepted() {
 
 #[test]
 fn extreme_nesting_is_rejected_without_overflow() {
-    for vendor in Vendor::ALL {
+    for &vendor in Vendor::ALL {
         for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
             let deep = format!("\"deep\":{}1{}", open.repeat(10_000), close.repeat(10_000));
             match deliver(vendor, minimal(vendor, &deep).as_bytes()) {
@@ -107,7 +103,7 @@ fn extreme_nesting_is_rejected_without_overflow() {
 
 #[test]
 fn required_fields() {
-    let k = |b: &str| deliver(Vendor::Kommunicate, b.as_bytes());
+    let k = |b: &str| deliver(kommunicate::VENDOR, b.as_bytes());
     assert_eq!(k("{}"), Err(PayloadError::Missing("key")));
     assert_eq!(
         k(r#"{"key":123}"#),
@@ -123,14 +119,14 @@ fn required_fields() {
     );
     assert_eq!(k(r#"{"message":"hi"}"#), Err(PayloadError::Missing("key")));
 
-    let c = |b: &str| deliver(Vendor::Chatwoot, b.as_bytes());
+    let c = |b: &str| deliver(chatwoot::VENDOR, b.as_bytes());
     assert_eq!(c(r#"{"id":1}"#), Err(PayloadError::Missing("event")));
     assert_eq!(
         c(r#"{"event":7}"#),
         Err(PayloadError::WrongType("event", "a string"))
     );
 
-    let cc = |b: &str| deliver(Vendor::Cometchat, b.as_bytes());
+    let cc = |b: &str| deliver(cometchat::VENDOR, b.as_bytes());
     assert_eq!(cc(r#"{"data":{}}"#), Err(PayloadError::Missing("trigger")));
     assert_eq!(
         cc(r#"{"trigger":["x"],"data":{}}"#),
@@ -155,7 +151,7 @@ fn required_fields() {
 #[test]
 fn wrong_typed_optional_fields_stay_none() {
     let n = deliver(
-        Vendor::Kommunicate,
+        kommunicate::VENDOR,
         br#"{"key":"k","groupId":1.5,"from":{"x":1},"timeStamp":"soon","file":[],"metadata":"x","message":5}"#,
     )
     .unwrap();
@@ -168,7 +164,7 @@ fn wrong_typed_optional_fields_stay_none() {
     assert_eq!(m.metadata, None);
 
     let n = deliver(
-        Vendor::Chatwoot,
+        chatwoot::VENDOR,
         br#"{"event":"message_created","conversation":"x","sender":5,"attachments":{},"created_at":true,"content":["a"],"message_type":"weird"}"#,
     )
     .unwrap();
@@ -189,7 +185,7 @@ fn wrong_typed_optional_fields_stay_none() {
     );
 
     let n = deliver(
-        Vendor::Chatwoot,
+        chatwoot::VENDOR,
         br#"{"event":"conversation_updated","id":{"x":1},"meta":"m","changed_attributes":"c"}"#,
     )
     .unwrap();
@@ -197,7 +193,7 @@ fn wrong_typed_optional_fields_stay_none() {
     assert_eq!(n.conversation.unwrap().id, None);
 
     let n = deliver(
-        Vendor::Cometchat,
+        cometchat::VENDOR,
         br#"{"trigger":"message_sent","data":{"message":{"id":18233,"sender":null,"data":"x","sentAt":-1}}}"#,
     )
     .unwrap();
@@ -212,7 +208,7 @@ fn wrong_typed_optional_fields_stay_none() {
         r#"{"trigger":"message_edited","data":{"message":{"data":{"entities":{"on":5}}}}}"#,
         r#"{"trigger":"before_message","data":{}}"#,
     ] {
-        let n = deliver(Vendor::Cometchat, body.as_bytes()).unwrap();
+        let n = deliver(cometchat::VENDOR, body.as_bytes()).unwrap();
         assert!(!n.dedup_key.is_empty(), "{body}");
     }
 }
@@ -221,7 +217,7 @@ fn wrong_typed_optional_fields_stay_none() {
 fn odd_but_valid_json_is_kept() {
     // NUL, U+2028, astral characters, `__proto__`, string-typed numbers.
     let body = "{\"key\":\"k\\u0000\u{2028}𝄞\",\"__proto__\":null,\"groupId\":\"98213457\",\"timeStamp\":\"1791969697412\",\"message\":\"𝄞 \\u2028\"}";
-    let n = deliver(Vendor::Kommunicate, body.as_bytes()).unwrap();
+    let n = deliver(kommunicate::VENDOR, body.as_bytes()).unwrap();
     assert_eq!(n.dedup_key, "k\u{0}\u{2028}𝄞");
     assert_eq!(n.subject.as_deref(), Some("98213457"));
     assert_eq!(
@@ -238,7 +234,7 @@ fn unmapped_events_are_relayed() {
         serde_json::from_slice(&fixture("chatwoot/conversation_created.json")).unwrap();
     v["event"] = json!("automation_event.conversation_created");
     let body = serde_json::to_vec(&v).unwrap();
-    let n = deliver(Vendor::Chatwoot, &body).unwrap();
+    let n = deliver(chatwoot::VENDOR, &body).unwrap();
     assert_eq!(
         routing_key("chatwoot", &n.event),
         "chatwoot.unmapped.automation_event_conversation_created"
@@ -254,12 +250,12 @@ fn unmapped_events_are_relayed() {
         "automation_event.conversation_created\u{1f}\u{1f}4821"
     );
 
-    let n = deliver(Vendor::Chatwoot, br#"{"event":"Some.New-Event"}"#).unwrap();
+    let n = deliver(chatwoot::VENDOR, br#"{"event":"Some.New-Event"}"#).unwrap();
     assert_eq!(n.event, "unmapped.some_new_event");
     assert!(n.dedup_key.starts_with("sha256:") || n.dedup_key.starts_with("delivery"));
 
     let body = br#"{"trigger":"call_ended","type":"call","data":{"call":{"sessionId":"v1.us.x"}},"appId":"a","region":"us"}"#;
-    let n = deliver(Vendor::Cometchat, body).unwrap();
+    let n = deliver(cometchat::VENDOR, body).unwrap();
     assert_eq!(
         routing_key("cometchat", &n.event),
         "cometchat.unmapped.call_ended"
@@ -269,7 +265,7 @@ fn unmapped_events_are_relayed() {
     assert_eq!(n.reply, None);
 
     let n = deliver(
-        Vendor::Kommunicate,
+        kommunicate::VENDOR,
         br#"{"key":"k","eventName":"WELCOME","groupId":"98213457","botId":"bot"}"#,
     )
     .unwrap();
@@ -284,7 +280,7 @@ fn unmapped_events_are_relayed() {
 fn dedup_by_body_is_stable_and_sensitive() {
     let a = br#"{"trigger":"meeting_started","data":{"x":1}}"#;
     let b = br#"{"trigger":"meeting_started","data":{"x":2}}"#;
-    let ka = deliver(Vendor::Cometchat, a).unwrap().dedup_key;
-    assert_eq!(ka, deliver(Vendor::Cometchat, a).unwrap().dedup_key);
-    assert_ne!(ka, deliver(Vendor::Cometchat, b).unwrap().dedup_key);
+    let ka = deliver(cometchat::VENDOR, a).unwrap().dedup_key;
+    assert_eq!(ka, deliver(cometchat::VENDOR, a).unwrap().dedup_key);
+    assert_ne!(ka, deliver(cometchat::VENDOR, b).unwrap().dedup_key);
 }

@@ -54,7 +54,7 @@ impl Names {
     }
 }
 
-/// A CloudEvent as the relay publishes it (SPEC §4).
+/// A CloudEvent as the relay publishes it (README: The event).
 pub fn event(id: &str, vendor: &str, event: &str, time: &str, text: &str) -> Value {
     json!({
         "specversion": "1.0",
@@ -187,7 +187,7 @@ impl Broker {
         Self { conn, ch }
     }
 
-    /// Publish events to `exchange` exactly as the relay does (SPEC §5), confirmed.
+    /// Publish events to `exchange` exactly as the relay does (README: AMQP message), confirmed.
     pub async fn publish_events(&self, exchange: &str, events: &[Value]) {
         for ev in events {
             let body = serde_json::to_vec(ev).unwrap();

@@ -42,7 +42,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// The broker the tests use (SPEC's default; override with HOOKRELAY_TEST_AMQP_URI).
+/// The broker the tests use (the documented default; override with HOOKRELAY_TEST_AMQP_URI).
 fn amqp_uri() -> String {
     std::env::var("HOOKRELAY_TEST_AMQP_URI")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())

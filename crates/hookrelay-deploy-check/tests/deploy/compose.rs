@@ -1,10 +1,10 @@
-//! docker-compose.yml against SPEC's programs and configuration names, and the repository.
+//! docker-compose.yml against the documented programs and configuration names (README), and the repository.
 
 use crate::support::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-/// The relay's own sections (SPEC §2-§6); workers read amqp, log and their own (§7).
+/// The relay's own sections (README: Configuration, Durability); workers read amqp, log and their own (README: Workers).
 const RELAY_SECTIONS: &[&str] = &[
     "server",
     "amqp",
@@ -137,7 +137,7 @@ fn commands_are_spec_binaries_subcommands_and_flags() {
         let sub = s.subcommand().unwrap_or("");
         let Some(flags) = spec_flags(binary, sub) else {
             problems.push(format!(
-                "{}: `{binary} {sub}` is not a SPEC subcommand",
+                "{}: `{binary} {sub}` is not a documented subcommand",
                 s.name
             ));
             continue;
@@ -146,7 +146,7 @@ fn commands_are_spec_binaries_subcommands_and_flags() {
             let flag = arg.split('=').next().unwrap_or(arg);
             if !flags.contains(&flag) {
                 problems.push(format!(
-                    "{}: `{binary} {sub}` takes no `{flag}` (SPEC: {flags:?})",
+                    "{}: `{binary} {sub}` takes no `{flag}` (documented: {flags:?})",
                     s.name
                 ));
             }
@@ -241,7 +241,7 @@ fn environment_uses_spec_names_only() {
     assert_no_problems("environment", &problems);
 }
 
-/// SPEC §2: a non-loopback bind is refused while any source keeps a demo credential, so
+/// README, Sources and credentials: a non-loopback bind is refused while any source keeps a demo credential, so
 /// every credential of every default source must come from `.env`, with no default.
 #[test]
 fn relay_takes_every_source_credential_from_env_without_a_default() {

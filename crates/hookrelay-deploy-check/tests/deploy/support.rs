@@ -30,12 +30,12 @@ pub fn assert_no_problems(what: &str, problems: &[String]) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The SPEC's programs (§1, §7): binary -> subcommand -> flags it takes.
+// The documented programs (README: the relay's commands, Workers): binary -> subcommand -> flags it takes.
 
 pub const RELAY_BIN: &str = "hookrelay";
 pub const WORKER_BIN: &str = "hookrelay-worker";
 
-/// Flags each subcommand accepts per SPEC §1/§7 (`--config` is global to both binaries).
+/// Flags each subcommand accepts per the README (`--config` is global to both binaries).
 pub fn spec_flags(binary: &str, subcommand: &str) -> Option<&'static [&'static str]> {
     Some(match (binary, subcommand) {
         (RELAY_BIN, "serve") => &["--config"],
@@ -125,7 +125,7 @@ pub fn default_toml() -> TomlValue {
     parse_toml("config/default.toml")
 }
 
-/// Fields a source may have (SPEC §2 and the comments of config/default.toml).
+/// Fields a source may have (README: Sources and credentials, and the comments of config/default.toml).
 pub const SOURCE_FIELDS: &[&str] = &[
     "vendor",
     "token",
@@ -141,7 +141,7 @@ pub const SOURCE_FIELDS: &[&str] = &[
 /// The credential fields of a source: a demo value in any of them blocks a public bind.
 pub const CREDENTIAL_FIELDS: &[&str] = &["token", "secret", "username", "password"];
 
-/// Keys SPEC names whose default.toml line is commented out (no default).
+/// Documented keys whose default.toml line is commented out (no default).
 const KEYS_WITHOUT_DEFAULT: &[&str] = &["worker.queue", "forward.url"];
 
 /// Every `section.key` that may be set through `HOOKRELAY__SECTION__KEY`, sources aside.
@@ -159,7 +159,7 @@ pub fn known_keys(defaults: &TomlValue) -> BTreeSet<String> {
 }
 
 /// The configuration key an environment variable sets, if it is a `HOOKRELAY__` one
-/// (SPEC §2: double underscores between levels, keys lower-cased).
+/// (README, Configuration: double underscores between levels, keys lower-cased).
 pub fn env_to_key(name: &str) -> Option<String> {
     let rest = name.strip_prefix("HOOKRELAY__")?;
     Some(
@@ -374,7 +374,7 @@ pub fn all_strings(v: &serde_norway::Value, out: &mut Vec<String>) {
 }
 
 /// A worker service of the compose file, with the settings its process ends up with
-/// (flags over `HOOKRELAY__*` env over config/default.toml, as SPEC §7 says).
+/// (flags over `HOOKRELAY__*` env over config/default.toml, as the README's Workers section says).
 #[derive(Debug, Clone)]
 pub struct ComposeWorker {
     pub service: String,

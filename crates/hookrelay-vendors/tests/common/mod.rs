@@ -2,11 +2,9 @@
 //! running a body through `sign` → `Vendor::verify` → `Vendor::normalize`.
 #![allow(dead_code)]
 
-use hookrelay_common::Secret;
 use hookrelay_vendors::{AuthError, Credentials, Headers, Normalized, PayloadError, Vendor};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
@@ -31,26 +29,24 @@ pub fn fixture(file: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn cred(name: &str) -> String {
-    manifest()["test_credentials"][name]
-        .as_str()
-        .unwrap_or_else(|| panic!("test_credentials.{name}"))
-        .to_owned()
+/// The demo credentials of `vendor` (the fixtures' values; Chatwoot with a 300 s window).
+pub fn creds(vendor: Vendor) -> Credentials {
+    vendor.demo_credentials()
 }
 
-/// The manifest's credentials for `vendor` (Chatwoot with a 300 s window).
-pub fn creds(vendor: Vendor) -> Credentials {
-    match vendor {
-        Vendor::Kommunicate => Credentials::Token(Secret::new(cred("kommunicate_token"))),
-        Vendor::Chatwoot => Credentials::Hmac {
-            secret: Secret::new(cred("chatwoot_webhook_secret")),
-            tolerance: Some(Duration::from_secs(300)),
-        },
-        Vendor::Cometchat => Credentials::Basic {
-            username: Secret::new(cred("cometchat_basic_user")),
-            password: Secret::new(cred("cometchat_basic_password")),
-        },
-    }
+/// The first fixture file (by name) of `vendor`'s fixtures directory.
+pub fn first_fixture(vendor: Vendor) -> Vec<u8> {
+    let dir = PathBuf::from(FIXTURES).join(vendor.contract().fixtures_dir());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let first = files
+        .first()
+        .unwrap_or_else(|| panic!("{}: no fixtures", dir.display()));
+    std::fs::read(first).unwrap()
 }
 
 pub fn headers_from(pairs: &[(String, String)]) -> Headers<'_> {

@@ -1,7 +1,8 @@
-//! The webhook path's safety invariants as one executable check, shared by the fuzz
-//! targets (`fuzz/`), the property tests and the regression tests, so all of them assert
-//! exactly the same thing on exactly the code the endpoint runs
-//! ([`crate::routes::webhook::process`]):
+//! Test support, outside the relay: the webhook path's safety invariants as one
+//! executable check, shared by the fuzz target (`fuzz/`), the property tests and the
+//! regression corpus, so all of them assert exactly the same thing on exactly the code
+//! the endpoint runs (`hookrelay::routes::webhook::process`), for every vendor of the
+//! registry (`Vendor::ALL`):
 //!
 //! 1. no input panics (the caller notices);
 //! 2. an accepted request had genuine credentials, judged here independently of the
@@ -13,32 +14,27 @@
 //!    400 only for a request that was authenticated (payload details are never told to
 //!    someone without credentials).
 //!
-//! It also decodes the fuzzers' byte format ([`decode`]), so a crash file replays in the
-//! ordinary test suite.
+//! The credential oracle of point 2 is each vendor's own (`Contract::genuine`, in the
+//! vendor's file). It also decodes the fuzz target's byte format ([`decode`],
+//! [`run_fuzz_bytes`]), so a crash file replays in the ordinary test suite, and makes the
+//! seeds of the fuzz corpus and the regression corpus ([`seeds`]).
 
-use crate::error::ApiError;
-use crate::routes::webhook::{process, Accepted};
-use crate::settings::Source;
+pub mod seeds;
+
 use actix_web::ResponseError;
-use hookrelay_common::Secret;
-use hookrelay_vendors::{chatwoot, cometchat, kommunicate, Credentials, Headers, Vendor};
+use hookrelay::error::ApiError;
+use hookrelay::routes::webhook::{process, Accepted};
+use hookrelay::settings::Source;
+use hookrelay_vendors::{Credentials, Headers, Vendor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::time::Duration;
 use time::OffsetDateTime;
 
-/// The fuzzers' clock: the fixtures' world, 2026-10-14T09:21:37Z.
+/// The fuzz target's clock: the fixtures' world, 2026-10-14T09:21:37Z.
 pub const FUZZ_NOW: i64 = 1_791_969_697;
 
-/// The fixtures' test credentials (tests/fixtures/manifest.json).
-pub const TOKEN: &str = "abcdef";
-pub const HMAC_SECRET: &str = "test-chatwoot-webhook-secret";
-pub const BASIC_USER: &str = "relayuser";
-pub const BASIC_PASSWORD: &str = "s3cretPa55";
-pub const TOLERANCE_SECS: u64 = 300;
-
 /// Clock skews (seconds) between signing and checking that a fuzz input can pick: the
-/// edges of Chatwoot's replay window and one far outside it.
+/// edges of the usual 300 s replay window and one far outside it.
 const SKEWS: [i64; 8] = [0, 1, -1, 300, 301, -300, -301, 4_000_000_000];
 
 /// What the relay answered.
@@ -50,22 +46,13 @@ pub enum Verdict {
     Rejected(u16),
 }
 
-/// A source of `vendor` named after it, with the fixtures' credentials (or none).
+/// A source of `vendor` named after it, with the vendor's demo credentials (the
+/// fixtures' values) or none.
 pub fn source(vendor: Vendor, authenticated: bool) -> Source {
-    let credentials = if !authenticated {
-        Credentials::None
+    let credentials = if authenticated {
+        vendor.demo_credentials()
     } else {
-        match vendor {
-            Vendor::Kommunicate => Credentials::Token(Secret::new(TOKEN)),
-            Vendor::Chatwoot => Credentials::Hmac {
-                secret: Secret::new(HMAC_SECRET),
-                tolerance: Some(Duration::from_secs(TOLERANCE_SECS)),
-            },
-            Vendor::Cometchat => Credentials::Basic {
-                username: Secret::new(BASIC_USER),
-                password: Secret::new(BASIC_PASSWORD),
-            },
-        }
+        Credentials::NONE
     };
     Source::new(vendor.name(), vendor, credentials)
 }
@@ -130,6 +117,27 @@ pub fn decode(data: &[u8]) -> FuzzInput {
     }
 }
 
+/// The fuzz target's input: the vendor's name and a newline, then [`decode`]'s format
+/// for that vendor. An input naming no vendor of the registry is `Ok(None)` (nothing to
+/// check); otherwise [`run_fuzz_input`]'s result.
+pub fn run_fuzz_bytes(data: &[u8]) -> Result<Option<(Vendor, Verdict)>, String> {
+    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+        return Ok(None);
+    };
+    let Some(vendor) = std::str::from_utf8(&data[..nl])
+        .ok()
+        .and_then(Vendor::from_name)
+    else {
+        return Ok(None);
+    };
+    run_fuzz_input(vendor, &data[nl + 1..]).map(|v| Some((vendor, v)))
+}
+
+/// Frame `input` (in [`decode`]'s format) for [`run_fuzz_bytes`].
+pub fn frame(vendor: Vendor, input: &[u8]) -> Vec<u8> {
+    [vendor.name().as_bytes(), b"\n", input].concat()
+}
+
 /// Decode one fuzz input for `vendor`, assemble its headers and run [`check`].
 pub fn run_fuzz_input(vendor: Vendor, data: &[u8]) -> Result<Verdict, String> {
     let input = decode(data);
@@ -144,10 +152,11 @@ pub fn run_fuzz_input(vendor: Vendor, data: &[u8]) -> Result<Verdict, String> {
 pub fn assemble(source: &Source, input: &FuzzInput, now: OffsetDateTime) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     if input.sign {
-        let signing_creds = match &source.credentials {
-            // An unauthenticated source still gets realistic headers.
-            Credentials::None => source_creds(source.vendor),
-            c => c.clone(),
+        // An unauthenticated source still gets realistic headers.
+        let signing_creds = if source.credentials.is_none() {
+            source.vendor.demo_credentials()
+        } else {
+            source.credentials.clone()
         };
         let at = now
             .checked_add(time::Duration::seconds(input.skew))
@@ -165,10 +174,6 @@ pub fn assemble(source: &Source, input: &FuzzInput, now: OffsetDateTime) -> Vec<
     }
     out.extend(input.headers.iter().cloned());
     out
-}
-
-fn source_creds(vendor: Vendor) -> Credentials {
-    source(vendor, true).credentials
 }
 
 #[derive(Deserialize)]
@@ -234,7 +239,7 @@ pub fn check(
             let expected_source = format!("/webhooks/{}", source.name);
             let key_ok = msg
                 .routing_key
-                .strip_prefix(vendor)
+                .strip_prefix(source.vendor.routing_prefix(&source.name))
                 .and_then(|rest| rest.strip_prefix('.'))
                 .is_some_and(|rest| {
                     !rest.is_empty()
@@ -281,87 +286,21 @@ fn trim_json_ws(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// The value of `name` when it appears exactly once.
-fn unique<'a>(headers: &Headers<'a>, name: &str) -> Option<&'a [u8]> {
-    headers.get_unique(name).ok().flatten()
-}
-
-fn signed_value(signed: &[(String, String)], name: &str) -> Option<Vec<u8>> {
-    signed
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone().into_bytes())
-}
-
-/// Whether the request carries the source's credentials, decided from the vendors'
-/// contracts (VENDORS.md) and their `sign`, not from `verify`.
+/// Whether the request carries the source's credentials, decided by the vendor's own
+/// oracle (from its contract and its `sign`, not from `verify`).
 fn genuine(source: &Source, headers: &Headers<'_>, body: &[u8], now: OffsetDateTime) -> bool {
-    let creds = &source.credentials;
-    match creds {
-        Credentials::None => true,
-        Credentials::Token(_) => {
-            let expected = signed_value(
-                &source.vendor.sign(creds, body, now),
-                kommunicate::AUTH_HEADER,
-            );
-            unique(headers, kommunicate::AUTH_HEADER).map(<[u8]>::to_vec) == expected
-        }
-        Credentials::Hmac { tolerance, .. } => {
-            let (Some(ts), Some(sig)) = (
-                unique(headers, chatwoot::TIMESTAMP_HEADER),
-                unique(headers, chatwoot::SIGNATURE_HEADER),
-            ) else {
-                return false;
-            };
-            let Some(secs) = std::str::from_utf8(ts)
-                .ok()
-                .and_then(|t| t.parse::<i64>().ok().filter(|s| s.to_string() == t))
-            else {
-                return false;
-            };
-            if let Some(tol) = tolerance {
-                if (i128::from(now.unix_timestamp()) - i128::from(secs)).abs()
-                    > i128::from(tol.as_secs())
-                {
-                    return false;
-                }
-            }
-            let Ok(at) = OffsetDateTime::from_unix_timestamp(secs) else {
-                return false;
-            };
-            let signed = source.vendor.sign(creds, body, at);
-            signed_value(&signed, chatwoot::SIGNATURE_HEADER).as_deref() == Some(sig)
-                && signed_value(&signed, chatwoot::TIMESTAMP_HEADER).as_deref() == Some(ts)
-        }
-        Credentials::Basic { .. } => {
-            let Some(got) = unique(headers, cometchat::AUTH_HEADER) else {
-                return false;
-            };
-            let Some(expected) = signed_value(
-                &source.vendor.sign(creds, body, now),
-                cometchat::AUTH_HEADER,
-            ) else {
-                return false;
-            };
-            // `Basic ` in any case, then the base64 with or without its padding.
-            let (scheme, b64) = (&expected[..6], &expected[6..]);
-            let unpadded = b64
-                .strip_suffix(b"==")
-                .or_else(|| b64.strip_suffix(b"="))
-                .unwrap_or(b64);
-            got.len() > 6
-                && got[..6].eq_ignore_ascii_case(scheme)
-                && (&got[6..] == b64 || &got[6..] == unpadded)
-        }
-        // A credential kind added later must be taught to this oracle.
-        #[allow(unreachable_patterns)]
-        _ => false,
-    }
+    source.credentials.is_none()
+        || source
+            .vendor
+            .contract()
+            .genuine(&source.credentials, headers, body, now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hookrelay_vendors::testing::signed_value;
+    use hookrelay_vendors::{chatwoot, cometchat, kommunicate};
 
     #[test]
     fn decode_splits_control_headers_and_body() {
@@ -384,27 +323,49 @@ mod tests {
         let mut data = b"\x01\n".to_vec();
         data.extend_from_slice(body);
         assert_eq!(
-            run_fuzz_input(Vendor::Kommunicate, &data),
+            run_fuzz_input(kommunicate::VENDOR, &data),
             Ok(Verdict::Accepted("kommunicate.message.created".into()))
         );
         let mut forged = b"\x00authentication: Basic d3Jvbmc=\n\n".to_vec();
         forged.extend_from_slice(body);
         assert_eq!(
-            run_fuzz_input(Vendor::Kommunicate, &forged),
+            run_fuzz_input(kommunicate::VENDOR, &forged),
             Ok(Verdict::Rejected(401))
         );
         // A stale Chatwoot signature is refused; one at the window's edge passes.
         let cw = br#"{"event":"message_created","id":1}"#;
         let stale = [&[0x01 | (4 << 3), b'\n'][..], cw].concat();
         assert_eq!(
-            run_fuzz_input(Vendor::Chatwoot, &stale),
+            run_fuzz_input(chatwoot::VENDOR, &stale),
             Ok(Verdict::Rejected(401))
         );
         let edge = [&[0x01 | (3 << 3), b'\n'][..], cw].concat();
         assert!(matches!(
-            run_fuzz_input(Vendor::Chatwoot, &edge),
+            run_fuzz_input(chatwoot::VENDOR, &edge),
             Ok(Verdict::Accepted(_))
         ));
+    }
+
+    #[test]
+    fn every_vendor_s_demo_credentials_sign_an_accepted_request() {
+        for &vendor in Vendor::ALL {
+            let (name, body) = seeds::minimal(vendor);
+            let verdict = run_fuzz_input(vendor, &[&[0x01, b'\n'][..], body.as_bytes()].concat());
+            assert!(
+                matches!(verdict, Ok(Verdict::Accepted(_))),
+                "{name}: {verdict:?}"
+            );
+            let verdict = run_fuzz_bytes(&frame(
+                vendor,
+                &[&[0x00, b'\n'][..], body.as_bytes()].concat(),
+            ));
+            assert_eq!(
+                verdict,
+                Ok(Some((vendor, Verdict::Rejected(401)))),
+                "{name}"
+            );
+        }
+        assert_eq!(run_fuzz_bytes(b"no-such-vendor\n\x01\n{}"), Ok(None));
     }
 
     #[test]
@@ -415,7 +376,7 @@ mod tests {
             let h = Headers::from_pairs(pairs);
             genuine(&source(vendor, true), &h, body, now)
         };
-        let cw = source(Vendor::Chatwoot, true);
+        let cw = source(chatwoot::VENDOR, true);
         let signed = cw.vendor.sign(&cw.credentials, body, now);
         let ts =
             String::from_utf8(signed_value(&signed, chatwoot::TIMESTAMP_HEADER).unwrap()).unwrap();
@@ -425,10 +386,10 @@ mod tests {
             ("x-chatwoot-timestamp", ts.as_str()),
             ("x-chatwoot-signature", sig.as_str()),
         ];
-        assert!(judge(Vendor::Chatwoot, &ok));
+        assert!(judge(chatwoot::VENDOR, &ok));
         let upper = sig.to_uppercase();
         assert!(!judge(
-            Vendor::Chatwoot,
+            chatwoot::VENDOR,
             &[
                 ("x-chatwoot-timestamp", &ts),
                 ("x-chatwoot-signature", &upper)
@@ -436,7 +397,7 @@ mod tests {
         ));
         let zero_padded = format!("0{ts}");
         assert!(!judge(
-            Vendor::Chatwoot,
+            chatwoot::VENDOR,
             &[
                 ("x-chatwoot-timestamp", &zero_padded),
                 ("x-chatwoot-signature", &sig)
@@ -445,34 +406,34 @@ mod tests {
         // relayuser:s3cretPa55 -> cmVsYXl1c2VyOnMzY3JldFBhNTU= ; any case of "Basic",
         // padding optional; anything else is not genuine.
         assert!(judge(
-            Vendor::Cometchat,
+            cometchat::VENDOR,
             &[("authorization", "bAsIc cmVsYXl1c2VyOnMzY3JldFBhNTU")]
         ));
         assert!(judge(
-            Vendor::Cometchat,
+            cometchat::VENDOR,
             &[("authorization", "Basic cmVsYXl1c2VyOnMzY3JldFBhNTU=")]
         ));
         assert!(!judge(
-            Vendor::Cometchat,
+            cometchat::VENDOR,
             &[("authorization", "Basic cmVsYXl1c2VyOnMzY3JldFBhNTV=")]
         ));
         assert!(!judge(
-            Vendor::Cometchat,
+            cometchat::VENDOR,
             &[
                 ("authorization", "Basic cmVsYXl1c2VyOnMzY3JldFBhNTU="),
                 ("authorization", "Basic cmVsYXl1c2VyOnMzY3JldFBhNTU="),
             ]
         ));
         assert!(judge(
-            Vendor::Kommunicate,
+            kommunicate::VENDOR,
             &[("Authentication", "Basic YWJjZGVm")]
         ));
         assert!(!judge(
-            Vendor::Kommunicate,
+            kommunicate::VENDOR,
             &[("Authentication", "basic YWJjZGVm")]
         ));
         assert!(!judge(
-            Vendor::Kommunicate,
+            kommunicate::VENDOR,
             &[("Authorization", "Basic YWJjZGVm")]
         ));
     }
