@@ -2,7 +2,7 @@
 //! `bench/templates/`) with a fresh vendor id per request, signed by
 //! `hookrelay_vendors::Vendor::sign` exactly as the vendor would sign them.
 //!
-//! The id that makes each delivery distinct, per each vendor's dedup rules (docs/VENDORS.md):
+//! The id that makes each delivery distinct, per each vendor's dedup rules (docs/vendors.md):
 //! Kommunicate `key`; Chatwoot `id` (and the message's id inside the conversation) plus a
 //! fresh `X-Chatwoot-Delivery` UUID; CometChat `data.message.id`.
 //!

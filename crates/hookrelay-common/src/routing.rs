@@ -1,6 +1,6 @@
 //! Routing keys: `<prefix>.<event>`, computed here and nowhere else. The prefix is the
 //! vendor's name, or the source's for a generic vendor many senders share
-//! (`standard-webhooks`); see docs/VENDORS.md.
+//! (`standard-webhooks`); see docs/vendors.md.
 
 /// What a vendor's routing keys start with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Chatwoot: `X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "<ts>." + raw body)>`
 //! with `X-Chatwoot-Timestamp` (unix seconds), and `X-Chatwoot-Delivery` (a UUID per
 //! event and target URL) as the delivery id. The `event` key names the event (see
-//! docs/VENDORS.md).
+//! docs/vendors.md).
 
 use crate::keys::{Key, KeyError, KeyKind, KeyValues};
 use crate::util::{self, Object};
@@ -407,7 +407,7 @@ pub fn normalize(
             n.time = update_time(&root);
         }
         e if e.starts_with("automation_event.") => {
-            // Automation rules re-send a conversation snapshot (docs/VENDORS.md, chatwoot).
+            // Automation rules re-send a conversation snapshot (docs/vendors.md, chatwoot).
             n.subject = util::get_id(&root, "id");
         }
         _ => {}
@@ -632,7 +632,7 @@ fn conversation(c: &Object) -> Conversation {
 }
 
 // ---------------------------------------------------------------------------------------
-// Idempotency (docs/VENDORS.md, chatwoot: dedup key)
+// Idempotency (docs/vendors.md, chatwoot: dedup key)
 
 /// 1. `X-Chatwoot-Delivery` when present (and sane).
 /// 2. Typing events are never deduplicated: the key includes the receipt time.

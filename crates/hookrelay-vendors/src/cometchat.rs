@@ -1,5 +1,5 @@
 //! CometChat: `{"trigger", "data", "appId", "region", "webhook"}` with optional
-//! `Authorization: Basic base64(username:password)` (see docs/VENDORS.md).
+//! `Authorization: Basic base64(username:password)` (see docs/vendors.md).
 //!
 //! Two systems share the endpoint: the current one (message at `data.message`) and the
 //! legacy one (`after_message` / `before_message`, message at `data` itself).
@@ -415,7 +415,7 @@ pub fn normalize(
 
     if shape == Shape::BeforeSend {
         // Merged by CometChat into the message's metadata: answer nothing, and never
-        // `do_not_propagate` (docs/VENDORS.md, cometchat).
+        // `do_not_propagate` (docs/vendors.md, cometchat).
         n.reply = Some(json!({}));
     }
     n.dedup_key = dedup_key(body, trigger, shape, &app_id, data, outer);
@@ -605,7 +605,7 @@ fn group_conversation(group: &Object) -> Conversation {
 }
 
 // ---------------------------------------------------------------------------------------
-// Idempotency (docs/VENDORS.md, cometchat: dedup key)
+// Idempotency (docs/vendors.md, cometchat: dedup key)
 
 /// A scalar's text for a key part: strings as they are, numbers as written.
 fn scalar_text(v: Option<&Value>) -> String {

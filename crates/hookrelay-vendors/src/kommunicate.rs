@@ -1,7 +1,7 @@
 //! Kommunicate: one JSON object per message, `Authentication: Basic base64(token)`.
 //!
 //! There is no event field, no signature, no timestamp and no delivery id (see
-//! docs/VENDORS.md). Every message POST is `message.created`; the message `key` is the dedup key.
+//! docs/vendors.md). Every message POST is `message.created`; the message `key` is the dedup key.
 //! A *Custom Bot* payload (it carries `eventName`) is a different contract the relay does
 //! not implement: it is routed as `unmapped.<eventname>`.
 

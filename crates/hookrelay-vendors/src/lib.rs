@@ -19,7 +19,7 @@
 //! Adding a vendor: one new file implementing [`Contract`], one line in the
 //! [`registry!`] call below. The relay, its settings, the property tests, the fixture
 //! tests and the fuzz target all iterate over [`Vendor::ALL`], so the new vendor is
-//! configured, served and tested without another edit (docs/VENDORS.md, "Adding a vendor").
+//! configured, served and tested without another edit (docs/vendors.md, "Adding a vendor").
 
 pub mod keys;
 pub mod util;
@@ -195,7 +195,7 @@ pub struct Normalized {
     /// The vendor's own event name (`message_created`, `after_message`, `message` for
     /// Kommunicate, which has no event field).
     pub vendor_event: String,
-    /// The vendor's own id for this delivery, per its vendor's dedup rules (docs/VENDORS.md); the
+    /// The vendor's own id for this delivery, per its vendor's dedup rules (docs/vendors.md); the
     /// relay hashes it with the source and `vendor_event` into the event id. Fall back to
     /// `util::body_hash` (`sha256:<hex>`) where the vendor gives none.
     pub dedup_key: String,

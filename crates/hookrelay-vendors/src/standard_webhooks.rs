@@ -15,7 +15,7 @@
 //!   `type` is cleaned), and the event id is of the source name and `webhook-id`.
 //!   Nothing else is mapped: `data` carries only the envelope fields and `raw`.
 //!
-//! See docs/VENDORS.md for the contract in full.
+//! See docs/vendors.md for the contract in full.
 
 use crate::keys::{Key, KeyError, KeyKind, KeyValues};
 use crate::util;
