@@ -252,7 +252,11 @@ mod tests {
         let keys = routing_keys();
         // A vendor that routes by source name (`standard-webhooks`: `<source>.<type>`)
         // has no table; the document's static `<source>.<type>` row covers it.
-        for v in Vendor::ALL.iter().copied().filter(|v| !v.events().is_empty()) {
+        for v in Vendor::ALL
+            .iter()
+            .copied()
+            .filter(|v| !v.events().is_empty())
+        {
             let unmapped = format!("{}.unmapped.", v.name());
             assert!(
                 keys.iter().any(|k| k.key.starts_with(&unmapped)),
