@@ -702,6 +702,13 @@ if [ "$ENGINE" = podman ]; then
   say "no container process left"
   HOST_SAVED=0
   restore_host || die "the host is not as it was before the run"
+  # aardvark-dns exits by itself once its last network is gone, a moment after `down`.
+  if [ -z "$AARDVARK_BEFORE" ]; then
+    for _ in $(seq 1 20); do
+      pgrep -x aardvark-dns >/dev/null || break
+      sleep 0.5
+    done
+  fi
   if pgrep -x aardvark-dns >/dev/null && [ -z "$AARDVARK_BEFORE" ]; then
     die "aardvark-dns still running: $(pgrep -x aardvark-dns | tr '\n' ' ')"
   fi
