@@ -6,8 +6,6 @@ use crate::helpers::*;
 use crate::proxy::Proxy;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -179,83 +177,6 @@ async fn cut_and_restore_loses_nothing_broker_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_and_restore_loses_nothing_spool_mode() {
     cut_and_restore("spool").await;
-}
-
-/// The relay as a real process, for signals.
-struct RelayProcess {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl RelayProcess {
-    fn start(cfg: &TestConfig) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
-        cmd.arg("serve")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("HOOKRELAY_CONFIG")
-            .env("HOOKRELAY__LOG__FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in &cfg.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn hookrelay");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on ") {
-                    let addr: String = line[i + 13..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                        .collect();
-                    let _ = tx.send(addr);
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("relay did not start: {:?}", log.lock().unwrap()));
-        Self {
-            child,
-            base: format!("http://{addr}"),
-            log,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-
-    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("relay did not exit in time: {:?}", self.log.lock().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn restart_on_a_spool(mode: &str) {

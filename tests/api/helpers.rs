@@ -11,8 +11,12 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, Que
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -316,5 +320,101 @@ pub fn header_str(d: &Delivery, key: &str) -> Option<String> {
         }
         lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
+    }
+}
+
+/// The relay as a real process (for signals and its log), its stderr (JSON log lines)
+/// collected.
+pub struct RelayProcess {
+    child: Child,
+    pub base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl RelayProcess {
+    pub fn start(cfg: &TestConfig) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+        cmd.arg("serve")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("HOOKRELAY_CONFIG")
+            .env("HOOKRELAY__LOG__FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &cfg.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn hookrelay");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on ") {
+                    let addr: String = line[i + 13..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("relay did not start: {:?}", log.lock().unwrap()));
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("relay did not exit in time: {:?}", self.log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The first log line containing `needle`, waiting up to `within`.
+    pub fn log_line(&self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return Some(l);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

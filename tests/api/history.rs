@@ -9,9 +9,6 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Queu
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 async fn connect() -> Connection {
@@ -160,7 +157,7 @@ async fn a_stream_declared_with_other_arguments_is_reported_and_publishing_goes_
     .await
     .unwrap();
 
-    let relay = Relay::start(&cfg);
+    let relay = RelayProcess::start(&cfg);
     relay
         .log_line("refused the history stream", Duration::from_secs(20))
         .map(|l| assert!(l.contains(&stream) && l.contains("inequivalent arg"), "{l}"))
@@ -242,77 +239,5 @@ impl Drop for DeleteOnDrop {
             });
         })
         .join();
-    }
-}
-
-/// The relay as a process, its stderr (JSON log lines) collected.
-struct Relay {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Relay {
-    fn start(cfg: &TestConfig) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
-        cmd.arg("serve")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("HOOKRELAY_CONFIG")
-            .env("HOOKRELAY__LOG__FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in &cfg.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn hookrelay");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on ") {
-                    let addr: String = line[i + 13..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                        .collect();
-                    let _ = tx.send(addr);
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("relay did not start: {:?}", log.lock().unwrap()));
-        Self {
-            child,
-            base: format!("http://{addr}"),
-            log,
-        }
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The first log line containing `needle`, waiting up to `within`.
-    fn log_line(&self, needle: &str, within: Duration) -> Option<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
-                return Some(l);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
